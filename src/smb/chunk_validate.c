@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: Apache-2.0
+// Service side: copy a chunk out of a producer's SMB (commit or scrape) and validate the private copy.
+#include "smb/chunk_validate.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* Longest size prefix (a varint of 1 to 4 bytes; spec §6.1). */
+#define SMB_FRAG_MAX_PREFIX 4u
+
+static uint32_t smb_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static uint16_t smb_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static void smb_put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static void smb_put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+int smb_frag_parse(const uint8_t *payload, uint32_t len, uint32_t pos,
+		   struct smb_frag *frag)
+{
+	uint32_t size = 0, i;
+	uint64_t end;
+
+	for (i = 0;; i++) {
+		uint8_t b;
+
+		if (i == SMB_FRAG_MAX_PREFIX || pos >= len || i >= len - pos)
+			return -EBADMSG;
+		b = payload[pos + i];
+		size |= (uint32_t)(b & 0x7Fu) << (7u * i);
+		if (!(b & 0x80u))
+			break;
+	}
+	i++; /* prefix bytes */
+	if (size == SPN_SMB_DROP_PACKET_SIZE)
+		return -ENOMSG;
+	end = (uint64_t)pos + i + size;
+	if (end > len)
+		return -EBADMSG;
+	frag->off = pos + i;
+	frag->size = size;
+	return (int)(end - pos);
+}
+
+/* Ends the validation of *info with `end` and reason `why`; returns err. */
+static int smb_chunk_end(struct smb_chunk_info *info, enum smb_chunk_end end,
+			 const char *why, int err)
+{
+	info->end = end;
+	info->why = why;
+	return err;
+}
+
+int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info)
+{
+	uint8_t *c = chunk;
+	const uint8_t *payload = c + SPN_SMB_CHUNK_HEADER_SIZE;
+	uint32_t len, pos = 0, i;
+	struct smb_frag f;
+	uint16_t packets;
+
+	memset(info, 0, sizeof(*info));
+	if (size < SPN_SMB_CHUNK_HEADER_SIZE || size > SPN_SMB_MAX_CHUNK_SIZE)
+		return smb_chunk_end(info, SMB_CHUNK_BAD_HEADER,
+				     "chunk size outside 8..65535 bytes", -EINVAL);
+	len = (uint32_t)size - SPN_SMB_CHUNK_HEADER_SIZE;
+	info->size = (uint32_t)size;
+	info->chunk_id = smb_le32(c);
+	info->writer_id = smb_le16(c + 4);
+	packets = smb_le16(c + 6);
+	if (spn_smb_packets_flags(packets) & ~(uint32_t)SPN_SMB_FLAGS_KNOWN) {
+		/* Reserved flag bits: not ours to interpret; keep them out of
+		 * the stored copy so later readers see only known flags. */
+		packets = spn_smb_packets(spn_smb_packets_count(packets),
+					  spn_smb_packets_flags(packets) &
+						  SPN_SMB_FLAGS_KNOWN);
+		smb_put_le16(c + 6, packets);
+	}
+	info->count = (uint16_t)spn_smb_packets_count(packets);
+	info->flags = (uint8_t)spn_smb_packets_flags(packets);
+	if (info->writer_id == 0 || info->writer_id > SPN_SMB_MAX_WRITER_ID)
+		return smb_chunk_end(info, SMB_CHUNK_BAD_HEADER,
+				     "writer id outside 1..32767", -EBADMSG);
+	for (i = 0; i < info->count; i++) {
+		int r = smb_frag_parse(payload, len, pos, &f);
+
+		if (r == -ENOMSG)
+			return smb_chunk_end(info, SMB_CHUNK_DROP,
+					     "drop marker: the writer lost the rest "
+					     "of the packet", -ENOMSG);
+		if (r < 0)
+			return smb_chunk_end(info, SMB_CHUNK_BAD_FRAGMENT,
+					     pos >= len ?
+					     "fewer fragments than the count before "
+					     "the payload end" :
+					     "fragment size prefix or data runs past "
+					     "the payload end or 4 bytes", -EBADMSG);
+		pos += (uint32_t)r;
+		info->nfrags = (uint16_t)(i + 1);
+		info->used = pos;
+	}
+	return smb_chunk_end(info, SMB_CHUNK_OK, NULL, 0);
+}
+
+int smb_chunk_commit_copy(struct spn_smb *smb, uint32_t page, uint32_t chunk,
+			  void *dst, size_t cap, struct smb_chunk_info *info)
+{
+	uint32_t layout, size, attempt;
+	int r, fr = -EAGAIN;
+	bool freed;
+
+	memset(info, 0, sizeof(*info));
+	r = spn_smb_try_acquire_read(smb, page, chunk, &layout);
+	if (r == -EINVAL)
+		info->why = "page outside the SMB or chunk outside the page layout";
+	else if (r == -EBUSY)
+		info->why = "chunk is not complete";
+	else if (r == -EAGAIN)
+		info->why = "page word changed during the attempt";
+	if (r != 0)
+		return r;
+	size = smb->chunk_size[layout];
+	if (size <= cap)
+		memcpy(dst, spn_smb_chunk(smb, page, layout, chunk), size);
+	/* Always give the chunk back, valid or not. The page word also moves
+	 * when the producer takes or completes other chunks of the page, so
+	 * retry within the usual budget; never wait for the producer. */
+	for (attempt = 0; attempt < SPN_SMB_CAS_MAX_ATTEMPTS && fr == -EAGAIN; attempt++)
+		fr = spn_smb_try_free(smb, page, layout, chunk, SPN_SMB_BEING_READ);
+	freed = fr == 0;
+	if (size > cap) {
+		info->freed = freed;
+		info->size = size;
+		info->why = "chunk larger than the copy buffer";
+		return -ENOSPC;
+	}
+	r = smb_chunk_validate(dst, size, info);
+	info->complete = true;
+	info->freed = freed;
+	return r;
+}
+
+int smb_chunk_scrape_copy(const struct spn_smb *smb, uint32_t page, uint32_t chunk,
+			  void *dst, size_t cap, struct smb_chunk_info *info)
+{
+	struct spn_smb_scrape s;
+	uint8_t *d = dst;
+	uint16_t packets;
+	int r;
+
+	memset(info, 0, sizeof(*info));
+	r = spn_smb_scrape_header(smb, page, chunk, &s);
+	if (r == -EINVAL)
+		info->why = "page outside the SMB";
+	else if (r == -ENOENT)
+		info->why = "no such chunk, or it is free or being read";
+	else if (r == -ENODATA)
+		info->why = "chunk being written has fewer than 2 fragments";
+	if (r != 0)
+		return r;
+	if (s.size > cap) {
+		info->size = s.size;
+		info->why = "chunk larger than the copy buffer";
+		return -ENOSPC;
+	}
+	/* The payload as it is now; only the copy is parsed. */
+	memcpy(d + SPN_SMB_CHUNK_HEADER_SIZE, spn_smb_chunk_payload(s.hdr),
+	       s.size - SPN_SMB_CHUNK_HEADER_SIZE);
+	packets = s.packets;
+	if (s.state != SPN_SMB_COMPLETE)
+		packets = spn_smb_packets(spn_smb_packets_count(packets) - 1u,
+					  spn_smb_packets_flags(packets) &
+						  ~(uint32_t)(SPN_SMB_LAST_CONTINUES |
+							      SPN_SMB_NEEDS_PATCHING));
+	/* The header fields as loaded once, not as they may be now. */
+	smb_put_le32(d, s.chunk_id);
+	smb_put_le16(d + 4, s.writer_id);
+	smb_put_le16(d + 6, packets);
+	r = smb_chunk_validate(d, s.size, info);
+	info->complete = s.state == SPN_SMB_COMPLETE;
+	return r;
+}
