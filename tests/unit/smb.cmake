@@ -10,3 +10,6 @@ spn_add_test(NAME smb_chunk_test
 spn_add_test(NAME smb_snapshot_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/smb_snapshot_test.c
              LIBS spn_smb)
+spn_add_test(NAME smb_shm_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/smb_shm_test.c
+             LIBS spn_smb)
