@@ -9,6 +9,9 @@
 
 #include "sdk/textproto.h"
 
+// Nothing here is exported from libspindle.
+#pragma GCC visibility push(hidden)
+
 // Longest piece of a token quoted in an error message.
 #define TP_QUOTE_MAX 40
 
@@ -97,5 +100,7 @@ const ProtobufCMessageDescriptor *tp_payload_type(
 // the application made; (locale_t)0 if it could not be created (then the
 // current locale is used).
 locale_t tp_c_locale_get(void);
+
+#pragma GCC visibility pop
 
 #endif // SPN_SDK_TEXTPROTO_INT_H
