@@ -13,3 +13,8 @@ spn_add_test(NAME smb_snapshot_test
 spn_add_test(NAME smb_shm_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/smb_shm_test.c
              LIBS spn_smb)
+spn_add_test(NAME smb_stress_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/smb_stress_test.c
+             LIBS spn_smb
+             LABELS concurrency
+             TIMEOUT 120)
