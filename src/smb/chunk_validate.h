@@ -8,6 +8,15 @@
 // fragment ends the usable part of the chunk (an ABI violation); a drop marker
 // ends it too (writer packet loss, not a violation). Nothing here reads past
 // the `size` bytes it is given.
+//
+// Threads: the commit and scrape copies run on the service thread that owns
+// the producer (one at a time per SMB); the producer's threads run
+// concurrently. A commit copy reads a chunk the service owns (BeingRead), so
+// its memcpy is ordered by the acquire CAS. A scrape copy of a BeingWritten
+// chunk deliberately copies bytes the producer may still be writing (its
+// last fragment); those bytes are never used (count - 1), but a
+// ThreadSanitizer run that scrapes concurrently with a writer reports that
+// race, so the concurrency tests do not scrape.
 #ifndef SPN_SMB_CHUNK_VALIDATE_H
 #define SPN_SMB_CHUNK_VALIDATE_H
 
