@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: Apache-2.0
+// The control plane's own state: producers as ctl sees them, sessions,
+// data-source instances and pending flushes. Control thread only: nothing
+// here is read by another thread (lanes learn what they need by message).
+#ifndef SPN_CORE_CTL_INT_H
+#define SPN_CORE_CTL_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "consumer_port.pb-c.h"
+#include "core/guardrails.h"
+#include "core/session_state.h"
+#include "core/svc_packets.h"
+#include "core/svc_int.h"
+#include "producer_port.pb-c.h"
+#include "trace_config.pb-c.h"
+
+/* One registered data source of a producer. */
+struct ctl_ds {
+	char *name;		/* DataSourceDescriptor.name */
+	uint64_t desc_id;	/* DataSourceDescriptor.id (0: none) */
+	uint8_t *desc;		/* the descriptor's bytes, verbatim */
+	size_t desc_len;	/* bytes in desc */
+	bool notify_start;	/* will_notify_on_start */
+	bool notify_stop;	/* will_notify_on_stop */
+	bool clear_incr;	/* handles_incremental_state_clear */
+	bool no_flush;		/* no_flush */
+};
+
+/* A producer as the control plane knows it. */
+struct ctl_producer {
+	uint16_t id;		/* ProducerID */
+	unsigned lane;		/* lane owning the connection */
+	uint64_t conn_id;	/* connection id on that lane */
+	struct ipc_peer_cred cred; /* SO_PEERCRED */
+	char *name;		/* producer_name */
+	uint32_t size_hint;	/* shared_memory_size_hint_bytes */
+	uint32_t page_hint;	/* shared_memory_page_size_hint_bytes */
+	bool have_smb;		/* the lane has (or is being sent) an SMB */
+	bool adopted;		/* the SMB is the producer's own */
+	bool setup_sent;	/* setup_tracing went out */
+	int smb_fd;		/* service SMB fd waiting for the stream, or -1 */
+	uint32_t page_kb;	/* page size of the service SMB, KiB */
+	bool async_open;	/* the GetAsyncCommand stream is open */
+	struct ipc_reply async;	/* its handle */
+	struct ctl_ds *ds;	/* registered data sources */
+	unsigned nds;		/* entries used */
+	unsigned cap_ds;	/* entries allocated */
+	struct ctl_producer *next; /* list */
+};
+
+/* Data-source instance states (producer-port.md §6.2). */
+enum ctl_inst_state {
+	INST_CONFIGURED = 0,	/* setup sent */
+	INST_STARTING,		/* start sent, waiting for NotifyDataSourceStarted */
+	INST_STARTED,		/* running */
+	INST_STOPPING,		/* stop sent, waiting for NotifyDataSourceStopped */
+	INST_STOPPED,		/* done */
+};
+
+/* One data-source instance of a session on a producer. */
+struct ctl_inst {
+	uint64_t id;		/* DataSourceInstanceID */
+	uint16_t producer_id;	/* where it runs */
+	unsigned cfg_index;	/* TraceConfig.data_sources index */
+	enum ctl_inst_state state; /* lifecycle */
+	bool notify_start;	/* will_notify_on_start */
+	bool notify_stop;	/* will_notify_on_stop */
+	bool no_flush;		/* excluded from flushes */
+	bool clear_incr;	/* wants clear_incremental_state */
+	uint8_t *cfg;		/* packed DataSourceConfig sent to the producer */
+	size_t cfg_len;		/* bytes in cfg */
+};
+
+/* A flush the session waits for. */
+struct ctl_flush {
+	uint64_t id;		/* FlushRequestID */
+	uint16_t *waiting;	/* producers not yet acked */
+	unsigned nwaiting;	/* entries in waiting */
+	uint64_t timer;		/* timeout timer id */
+	bool has_reply;		/* a consumer Flush waits for it */
+	struct ipc_reply reply;	/* its reply */
+	bool then_disable;	/* the duration expired: disable when done */
+	struct ctl_session *session; /* the session it belongs to */
+	struct ctl_flush *next;	/* list */
+};
+
+/* A tracing session. */
+struct ctl_session {
+	struct ctl *ctl;	/* the control plane (for timer callbacks) */
+	uint64_t id;		/* TracingSessionID */
+	bool dead;		/* freed at the next turn; ignore it */
+	unsigned lane;		/* consumer's lane */
+	uint64_t conn_id;	/* consumer's connection (0: detached) */
+	uid_t uid;		/* consumer uid */
+	pid_t pid;		/* consumer pid */
+	char *detach_key;	/* key while detached */
+	enum svc_session_state state; /* lifecycle */
+	Perfetto__Protos__TraceConfig *cfg; /* decoded config */
+	uint8_t *cfg_bytes;	/* config as received */
+	size_t cfg_len;		/* bytes in cfg_bytes */
+	struct svc_buf **bufs;	/* buffers, config order */
+	unsigned nbufs;		/* entries in bufs */
+	struct ctl_inst *inst;	/* data-source instances */
+	unsigned ninst;		/* entries used */
+	unsigned cap_inst;	/* entries allocated */
+	bool has_enable_reply;	/* EnableTracing waits for the end */
+	struct ipc_reply enable_reply; /* its handle */
+	char *disable_error;	/* error text for that reply, or NULL */
+	uint64_t duration_timer; /* 0: none */
+	uint64_t stop_timer;	/* stop-ack timeout, 0: none */
+	uint64_t trigger_timer;	/* START_TRACING trigger timeout, 0: none */
+	uint64_t file_timer;	/* periodic write_into_file */
+	uint32_t duration_ms;	/* effective duration */
+	int trigger_mode;	/* effective trigger mode */
+	bool triggered;		/* a trigger arrived */
+	bool started_once;	/* reached STARTED */
+	bool all_started_sent;	/* all_data_sources_started recorded */
+	int file_fd;		/* write_into_file target, or -1 */
+	uint64_t file_bytes;	/* bytes written to it */
+	uint64_t max_file_bytes; /* 0: unlimited */
+	struct svc_seqids *seqids; /* trusted_packet_sequence_id assignment */
+	struct svc_pkts pkts;	/* the service's own packets */
+	uint64_t periodic_timer; /* snapshot task */
+	struct ctl_flush *flushes; /* pending flushes */
+	unsigned scrapes_pending; /* lane scrapes before DISABLED */
+	uint64_t scrape_token;	/* token of those scrapes */
+	uint64_t flushes_requested, flushes_succeeded, flushes_failed;
+	struct ctl_session *next; /* list */
+};
+
+/* The control plane. */
+struct ctl {
+	struct svc *svc;		/* the service */
+	struct ipc_loop *loop;		/* control thread 0's loop */
+	pthread_t thread;		/* control thread 0 */
+	bool running;			/* thread started (it destroys the loop) */
+	unsigned nworkers;		/* extra control threads (buffer allocation) */
+	struct ipc_loop **workers;	/* their loops */
+	pthread_t *worker_threads;	/* their threads */
+	struct ctl_producer *producers;	/* connected, initialized producers */
+	struct ctl_session *sessions;	/* live sessions */
+	uint64_t next_session_id;	/* TracingSessionID counter (from 1) */
+	uint64_t next_inst_id;		/* DataSourceInstanceID counter (from 1) */
+	uint64_t next_flush_id;		/* FlushRequestID counter (from 1) */
+	uint64_t next_token;		/* scrape tokens */
+	struct svc_bufid_alloc bufids;	/* BufferIDs */
+	struct svc_guard_history history; /* step 18 */
+	bool lockdown;			/* lockdown mode */
+	bool shutting_down;		/* svc_stop in progress */
+	atomic_bool idle;		/* no session left (shutdown wait) */
+};
+
+/* ctl.c */
+struct ctl_producer *ctl_producer_find(struct ctl *ctl, uint16_t id);
+int ctl_send_cmd(struct ctl *ctl, struct ctl_producer *p,
+		 Perfetto__Protos__GetAsyncCommandResponse *cmd, int fd);
+void ctl_send_flush(struct ctl *ctl, struct ctl_producer *p,
+		    const uint64_t *ids, size_t n, uint64_t flush_id,
+		    uint64_t flags);
+void ctl_send_stop(struct ctl *ctl, struct ctl_producer *p, uint64_t inst);
+int ctl_producer_smb(struct ctl *ctl, struct ctl_producer *p,
+		     const Perfetto__Protos__TraceConfig *cfg);
+
+/* ctl_session.c */
+void ctl_consumer_call(struct ctl *ctl, struct ctl_msg *m);
+void ctl_consumer_gone(struct ctl *ctl, unsigned lane, uint64_t conn_id);
+void ctl_sessions_on_ds(struct ctl *ctl, struct ctl_producer *p,
+			const struct ctl_ds *ds);
+void ctl_sessions_on_producer_gone(struct ctl *ctl, uint16_t id);
+void ctl_sessions_on_ds_unregistered(struct ctl *ctl, uint16_t id,
+				     const char *name);
+void ctl_sessions_on_started(struct ctl *ctl, uint16_t id, uint64_t inst);
+void ctl_sessions_on_stopped(struct ctl *ctl, uint16_t id, uint64_t inst);
+void ctl_sessions_on_flush_ack(struct ctl *ctl, uint16_t id, uint64_t fid);
+void ctl_sessions_on_triggers(struct ctl *ctl, struct ctl_producer *p,
+			      char **names, size_t n);
+void ctl_sessions_on_scraped(struct ctl *ctl, uint64_t token);
+void ctl_sessions_shutdown(struct ctl *ctl);
+/* svc_pkts_stats_fn for session ctx: the session's TraceStats. */
+int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts);
+
+/* ctl_read.c */
+void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,
+		      struct ipc_reply *reply);
+int ctl_write_file(struct ctl *ctl, struct ctl_session *s);
+
+#endif

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reading a session out: ReadBuffers replies (packets cut into slices that
+// keep every frame under the 128 KiB limit) and write_into_file drains,
+// each a batch of the service's packets, the producers' packets of every
+// buffer in config order, then the closing service packets.
+//
+// Control thread only. Lanes keep writing meanwhile: the trace buffer
+// reader never blocks them (tbuf.h).
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/ctl_int.h"
+#include "ipc/log.h"
+#include "spindle/pb.h"
+
+/* consumer-port.md §4: a reply holds at most this much slice data. */
+#define RB_REPLY_LIMIT (131072u - 64u)
+#define RB_SLICE_OVERHEAD 16u		/* counted per slice */
+#define RB_MAX_SLICE 130560u		/* 128 KiB - 512 */
+#define RB_BATCH 32768u			/* packets read per buffer pass */
+#define FILE_BATCH (1u << 20)		/* kWriteIntoFileChunkSize */
+
+/* Packs slices into ReadBuffersResponse frames and sends them. */
+struct rb_writer {
+	struct ipc_reply *reply;	/* the ReadBuffers call */
+	uint8_t *buf;			/* encoded ReadBuffersResponse */
+	size_t len;			/* bytes used */
+	size_t counted;			/* data + 16 per slice, as the limit counts */
+	int err;			/* first send error */
+};
+
+static void rb_flush(struct rb_writer *w, bool has_more)
+{
+	int rc = ipc_reply_send_raw(w->reply, w->buf, w->len, -1, has_more);
+
+	if (rc < 0 && !w->err)
+		w->err = rc;
+	w->len = 0;
+	w->counted = 0;
+}
+
+/* Appends one slice (field 2: {1: data, 2: last}). */
+static void rb_slice(struct rb_writer *w, const uint8_t *d, size_t n, bool last)
+{
+	uint8_t *p, *slot;
+
+	if (w->counted + n + RB_SLICE_OVERHEAD > RB_REPLY_LIMIT)
+		rb_flush(w, true);
+	p = spn_pb_begin_nested(w->buf + w->len, 2, &slot);
+	p = spn_pb_field_bytes(p, 1, d, n);
+	if (last)
+		p = spn_pb_field_bool(p, 2, true);
+	spn_pb_end_nested(slot, p);
+	w->len = (size_t)(p - w->buf);
+	w->counted += n + RB_SLICE_OVERHEAD;
+}
+
+/* Sends every packet of a Trace-framed run as slices. */
+static void rb_packets(struct rb_writer *w, const uint8_t *d, size_t len)
+{
+	const uint8_t *p = d, *end = d + len;
+	struct spn_pb_field f;
+
+	while (p < end) {
+		int n = spn_pb_next_field(p, end, &f);
+
+		if (n <= 0 || f.id != 1 || f.wt != SPN_PB_LEN)
+			break; /* our own framing: cannot happen */
+		for (size_t off = 0; off < f.value || f.value == 0;) {
+			size_t take = f.value - off;
+
+			if (take > RB_MAX_SLICE)
+				take = RB_MAX_SLICE;
+			rb_slice(w, f.data + off, take, off + take == f.value);
+			off += take;
+			if (f.value == 0)
+				break;
+		}
+		p += n;
+	}
+}
+
+/* A session that must return nothing (consumer-port.md §4). */
+static bool ctl_read_blocked(const struct ctl_session *s)
+{
+	if (s->file_fd >= 0)
+		return true;
+	if (s->cfg->trigger_config && s->cfg->trigger_config->n_triggers &&
+	    !s->triggered)
+		return true;
+	return s->trigger_mode == SVC_TRIGGER_CLONE_SNAPSHOT;
+}
+
+/*
+ * Produces one batch in Trace framing: service prologue, every buffer's
+ * packets (up to limit bytes per pass), epilogue when all drained. Calls
+ * emit for each run of packets. Returns 1 when everything was drained,
+ * 0 when more is left, -errno on failure.
+ */
+static int ctl_batch(struct ctl_session *s, size_t limit,
+		     void (*emit)(void *, const uint8_t *, size_t), void *ctx)
+{
+	struct svc_pkts_out po = { 0 };
+	bool all = true;
+	int rc;
+
+	rc = svc_pkts_prologue(&s->pkts, &po, NULL);
+	if (rc < 0)
+		return rc;
+	if (po.len)
+		emit(ctx, po.data, po.len);
+	svc_pkts_out_free(&po);
+	for (unsigned i = 0; i < s->nbufs; i++) {
+		struct svc_tbuf_out to = { 0 };
+		bool drained = false;
+
+		rc = svc_tbuf_read(s->bufs[i]->tb, s->seqids, &to, limit,
+				   &drained);
+		if (to.len)
+			emit(ctx, to.data, to.len);
+		svc_tbuf_out_free(&to);
+		if (rc < 0)
+			return rc;
+		all &= drained;
+	}
+	rc = svc_pkts_epilogue(&s->pkts, &po, all, ctl_fill_stats_cb, s);
+	if (rc >= 0 && po.len)
+		emit(ctx, po.data, po.len);
+	svc_pkts_out_free(&po);
+	if (rc < 0)
+		return rc;
+	return all ? 1 : 0;
+}
+
+static void rb_emit(void *ctx, const uint8_t *d, size_t n)
+{
+	rb_packets(ctx, d, n);
+}
+
+void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,
+		      struct ipc_reply *reply)
+{
+	struct rb_writer w = { .reply = reply };
+	int rc = 1;
+	(void)ctl;
+
+	w.buf = malloc(RB_REPLY_LIMIT + 4096);
+	if (!w.buf) {
+		ipc_reply_reject(reply);
+		return;
+	}
+	if (s && !ctl_read_blocked(s)) {
+		do {
+			rc = ctl_batch(s, RB_BATCH, rb_emit, &w);
+		} while (rc == 0 && !w.err);
+	}
+	if (rc < 0)
+		spn_log_warn("ctl", "ReadBuffers: %s", strerror(-rc));
+	rb_flush(&w, false);
+	free(w.buf);
+}
+
+/* --- write_into_file --- */
+
+struct file_writer {
+	int fd;		/* the trace file */
+	uint64_t bytes;	/* written */
+	int err;	/* first write error */
+};
+
+static void file_emit(void *ctx, const uint8_t *d, size_t n)
+{
+	struct file_writer *fw = ctx;
+
+	while (n && !fw->err) {
+		ssize_t w = write(fw->fd, d, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			fw->err = w < 0 ? -errno : -EIO;
+			return;
+		}
+		d += w;
+		n -= (size_t)w;
+		fw->bytes += (uint64_t)w;
+	}
+}
+
+int ctl_write_file(struct ctl *ctl, struct ctl_session *s)
+{
+	struct file_writer fw = { .fd = s->file_fd };
+	int rc;
+	(void)ctl;
+
+	if (s->state == SVC_SESSION_DISABLED)
+		svc_pkts_mark_stats_due(&s->pkts);
+	do {
+		rc = ctl_batch(s, FILE_BATCH, file_emit, &fw);
+	} while (rc == 0 && !fw.err);
+	s->file_bytes += fw.bytes;
+	if (fw.err) {
+		spn_log_error("ctl", "session %llu: trace file write failed: %s",
+			      (unsigned long long)s->id, strerror(-fw.err));
+		return fw.err;
+	}
+	return rc < 0 ? rc : 0;
+}

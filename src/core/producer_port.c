@@ -1,0 +1,738 @@
+// SPDX-License-Identifier: Apache-2.0
+// ProducerPort on the lanes (spec/producer-port.md): connection set-up, the
+// SMB, trace writer registration and the CommitData path into the trace
+// buffers; everything about sessions is handed to the control plane.
+//
+// Lane thread only (handlers run on the loop owning the connection, and
+// the lane_post_* messages run there too). The commit path takes no lock
+// and allocates nothing: it copies each chunk once into the lane's scratch
+// buffer, validates the copy and appends it to the lane's shard.
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/svc_int.h"
+#include "ipc/log.h"
+#include "producer_port.pb-c.h"
+#include "smb/chunk_validate.h"
+
+/* --- ProducerIDs: a bit per id, any lane allocates, ctl frees --- */
+
+static int svc_pid_alloc(struct svc *svc)
+{
+	for (unsigned tries = 0; tries < SVC_MAX_PRODUCERS; tries++) {
+		unsigned id = atomic_fetch_add_explicit(&svc->pid_next, 1,
+							memory_order_relaxed);
+		uint64_t bit, old;
+
+		id = id % SVC_MAX_PRODUCERS + 1;
+		bit = 1ull << (id % 64);
+		/* Relaxed: the bit only arbitrates ownership of the id; no
+		 * data is published through it. */
+		old = atomic_fetch_or_explicit(&svc->pid_bits[id / 64], bit,
+					       memory_order_relaxed);
+		if (!(old & bit))
+			return (int)id;
+	}
+	return -EUSERS;
+}
+
+void svc_pid_free(struct svc *svc, uint16_t id)
+{
+	atomic_fetch_and_explicit(&svc->pid_bits[id / 64],
+				  ~(1ull << (id % 64)), memory_order_relaxed);
+}
+
+/* --- the producer's lane half --- */
+
+static struct svc_producer *pp_get(struct ipc_request *req)
+{
+	return ipc_conn_user(ipc_request_conn(req));
+}
+
+void svc_producer_on_connect(struct svc *svc, struct ipc_conn *c)
+{
+	struct svc_lane *lane = svc_lane_of(svc, ipc_conn_loop(c));
+	struct svc_producer *p = calloc(1, sizeof(*p));
+
+	if (!p || !lane) {
+		free(p);
+		spn_log_error("producer", "out of memory: connection closed");
+		ipc_conn_close(c, -ENOMEM);
+		return;
+	}
+	p->lane = lane;
+	p->conn = c;
+	p->cred = *ipc_conn_cred(c);
+	ipc_conn_set_user(c, p);
+	ipc_conn_set_send_timeout(c, SVC_PRODUCER_SEND_TIMEOUT_MS);
+}
+
+static struct svc_buf *pp_allowed(struct svc_producer *p, uint32_t buffer_id)
+{
+	for (unsigned i = 0; i < p->nallow; i++)
+		if (p->allow[i].buffer_id == buffer_id)
+			return p->allow[i].buf;
+	return NULL;
+}
+
+/* Scrapes every chunk a registered writer of p holds (smb-abi.md §9). */
+static void pp_scrape(struct svc_producer *p)
+{
+	struct spn_smb *smb;
+
+	if (!p->shm || !p->writer_buf)
+		return;
+	smb = &p->shm->smb;
+	for (uint32_t page = 0; page < smb->num_pages; page++) {
+		for (uint32_t chunk = 0; chunk < SPN_SMB_MAX_CHUNKS_PER_PAGE;
+		     chunk++) {
+			struct smb_chunk_info info;
+			struct svc_tbuf_chunk tc;
+			struct svc_buf *b;
+			int rc = smb_chunk_scrape_copy(smb, page, chunk,
+						       p->lane->scratch,
+						       SVC_CHUNK_SCRATCH, &info);
+
+			if (rc < 0 && rc != -ENOMSG)
+				continue;
+			if (info.nfrags == 0 || info.writer_id == 0)
+				continue;
+			b = pp_allowed(p, p->writer_buf[info.writer_id]);
+			if (!b)
+				continue;
+			tc = (struct svc_tbuf_chunk){
+				.producer_id = p->id,
+				.writer_id = info.writer_id,
+				.chunk_id = info.chunk_id,
+				.uid = p->cred.uid,
+				.pid = p->cred.pid,
+				.nfrags = info.nfrags,
+				.flags = info.flags,
+				.complete = info.complete,
+				.payload = p->lane->scratch +
+					   SPN_SMB_CHUNK_HEADER_SIZE,
+				.len = info.used,
+			};
+			svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
+		}
+	}
+}
+
+void svc_producer_on_disconnect(struct svc *svc, struct ipc_conn *c)
+{
+	struct svc_producer *p = ipc_conn_user(c);
+	struct ctl_msg *m;
+
+	if (!p)
+		return;
+	ipc_conn_set_user(c, NULL);
+	if (p->scrape)
+		pp_scrape(p);
+	for (unsigned i = 0; i < p->nallow; i++)
+		svc_buf_unref(p->allow[i].buf);
+	free(p->allow);
+	free(p->writer_buf);
+	if (p->shm) {
+		smb_shm_close(p->shm);
+		free(p->shm);
+	}
+	if (p->id) {
+		p->lane->by_id[p->id] = NULL;
+		m = ctl_msg_new(CTL_P_GONE);
+		if (m) {
+			m->producer_id = p->id;
+			ctl_post(svc, m);
+		} else {
+			svc_pid_free(svc, p->id);
+		}
+	}
+	free(p);
+}
+
+/* --- InitializeConnection (producer-port.md §2) --- */
+
+/* Tries to adopt the producer's SMB; returns it or NULL (fallback). */
+static struct smb_shm *pp_adopt_smb(struct svc_producer *p, int fd,
+				    uint32_t page_hint)
+{
+	struct smb_shm *shm = malloc(sizeof(*shm));
+	int rc;
+
+	if (!shm) {
+		close(fd);
+		return NULL;
+	}
+	smb_shm_init(shm);
+	rc = smb_shm_attach(shm, fd, page_hint, SMB_SHM_FROM_PRODUCER);
+	if (rc < 0) {
+		spn_log_warn("producer", "producer %u: its SMB was refused (%s); "
+			     "falling back to a service SMB", p->id, shm->err);
+		close(fd);
+		free(shm);
+		return NULL;
+	}
+	return shm;
+}
+
+static void pp_initialize(struct ipc_request *req, const ProtobufCMessage *a,
+			  void *ctx)
+{
+	const Perfetto__Protos__InitializeConnectionRequest *r = (const void *)a;
+	Perfetto__Protos__InitializeConnectionResponse resp =
+		PERFETTO__PROTOS__INITIALIZE_CONNECTION_RESPONSE__INIT;
+	struct svc_producer *p = pp_get(req);
+	struct svc *svc = ctx;
+	struct ctl_msg *m;
+	int fd = ipc_request_take_fd(req);
+	int id;
+
+	if (!p || p->initialized) {
+		if (fd >= 0)
+			close(fd);
+		ipc_request_reject(req);
+		return;
+	}
+	if (atomic_load_explicit(&svc->lockdown, memory_order_relaxed) &&
+	    p->cred.uid != svc->uid) {
+		if (fd >= 0)
+			close(fd);
+		spn_log_warn("producer", "uid %u refused: lockdown mode",
+			     (unsigned)p->cred.uid);
+		ipc_request_reject(req);
+		ipc_conn_close_after_flush(ipc_request_conn(req));
+		return;
+	}
+	id = svc_pid_alloc(svc);
+	if (id < 0) {
+		if (fd >= 0)
+			close(fd);
+		spn_log_warn("producer", "too many producers: connection refused");
+		ipc_request_reject(req);
+		ipc_conn_close_after_flush(ipc_request_conn(req));
+		return;
+	}
+	p->id = (uint16_t)id;
+	p->initialized = true;
+	p->lane->by_id[p->id] = p;
+	p->scrape = r->has_smb_scraping_mode &&
+		    r->smb_scraping_mode ==
+			    PERFETTO__PROTOS__INITIALIZE_CONNECTION_REQUEST__PRODUCER_SMBSCRAPING_MODE__SMB_SCRAPING_ENABLED;
+	if (r->producer_provided_shmem) {
+		if (fd >= 0)
+			p->shm = pp_adopt_smb(p, fd,
+					      r->shared_memory_page_size_hint_bytes);
+		else
+			spn_log_warn("producer", "producer %u: producer_provided_shmem "
+				     "without an fd; using a service SMB", p->id);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	atomic_fetch_add_explicit(&svc->cnt.producers_seen, 1,
+				  memory_order_relaxed);
+	m = ctl_msg_new(CTL_P_INIT);
+	if (m) {
+		m->producer_id = p->id;
+		m->lane = p->lane->idx;
+		m->conn_id = ipc_conn_id(p->conn);
+		m->cred = p->cred;
+		m->name = strdup(r->producer_name ? r->producer_name : "");
+		m->u32a = r->shared_memory_size_hint_bytes;
+		m->u32b = r->shared_memory_page_size_hint_bytes;
+		m->i32 = p->shm ? (int)p->shm->smb.page_size : 0;
+		if (ctl_post(svc, m) < 0)
+			spn_log_error("producer", "control plane unreachable");
+	}
+	resp.has_using_shmem_provided_by_producer = true;
+	resp.using_shmem_provided_by_producer = p->shm != NULL;
+	resp.has_direct_smb_patching_supported = true;
+	resp.direct_smb_patching_supported = true;
+	resp.has_use_shmem_emulation = true;
+	resp.use_shmem_emulation = false;
+	ipc_request_reply(req, &resp.base, -1, false);
+}
+
+/* --- calls forwarded to the control plane --- */
+
+/* Posts a message carrying `a` packed, plus an optional deferred reply. */
+static void pp_forward(struct ipc_request *req, const ProtobufCMessage *a,
+		       struct svc *svc, enum ctl_msg_type type, bool defer)
+{
+	struct svc_producer *p = pp_get(req);
+	struct ctl_msg *m;
+
+	if (!p || !p->initialized) {
+		ipc_request_reject(req);
+		return;
+	}
+	m = ctl_msg_new(type);
+	if (!m) {
+		ipc_request_reject(req);
+		return;
+	}
+	m->producer_id = p->id;
+	m->lane = p->lane->idx;
+	m->conn_id = ipc_conn_id(p->conn);
+	if (a) {
+		m->len = protobuf_c_message_get_packed_size(a);
+		m->bytes = malloc(m->len ? m->len : 1);
+		if (!m->bytes) {
+			ctl_msg_free(m);
+			ipc_request_reject(req);
+			return;
+		}
+		protobuf_c_message_pack(a, m->bytes);
+	}
+	if (defer)
+		ipc_request_defer(req, &m->reply);
+	if (ctl_post(svc, m) < 0 && defer) {
+		/* ctl_post freed m; the handle copy in it is gone, the
+		 * library rejects nothing for us once deferred. */
+		spn_log_error("producer", "control plane unreachable");
+	}
+}
+
+static void pp_empty_reply(struct ipc_request *req,
+			   const ProtobufCMessageDescriptor *d)
+{
+	ProtobufCMessage m;
+
+	protobuf_c_message_init(d, &m);
+	ipc_request_reply(req, &m, -1, false);
+}
+
+static void pp_register_ds(struct ipc_request *req, const ProtobufCMessage *a,
+			   void *ctx)
+{
+	pp_forward(req, a, ctx, CTL_P_REG_DS, false);
+	pp_empty_reply(req, &perfetto__protos__register_data_source_response__descriptor);
+}
+
+static void pp_update_ds(struct ipc_request *req, const ProtobufCMessage *a,
+			 void *ctx)
+{
+	pp_forward(req, a, ctx, CTL_P_UPDATE_DS, false);
+	pp_empty_reply(req, &perfetto__protos__update_data_source_response__descriptor);
+}
+
+static void pp_unregister_ds(struct ipc_request *req,
+			     const ProtobufCMessage *a, void *ctx)
+{
+	pp_forward(req, a, ctx, CTL_P_UNREG_DS, false);
+	pp_empty_reply(req, &perfetto__protos__unregister_data_source_response__descriptor);
+}
+
+static void pp_ds_started(struct ipc_request *req, const ProtobufCMessage *a,
+			  void *ctx)
+{
+	pp_forward(req, a, ctx, CTL_P_DS_STARTED, false);
+	pp_empty_reply(req, &perfetto__protos__notify_data_source_started_response__descriptor);
+}
+
+static void pp_ds_stopped(struct ipc_request *req, const ProtobufCMessage *a,
+			  void *ctx)
+{
+	pp_forward(req, a, ctx, CTL_P_DS_STOPPED, false);
+	pp_empty_reply(req, &perfetto__protos__notify_data_source_stopped_response__descriptor);
+}
+
+static void pp_triggers(struct ipc_request *req, const ProtobufCMessage *a,
+			void *ctx)
+{
+	pp_forward(req, a, ctx, CTL_P_TRIGGERS, false);
+	pp_empty_reply(req, &perfetto__protos__activate_triggers_response__descriptor);
+}
+
+/* Sync: answered by ctl after every earlier message of this lane. */
+static void pp_sync(struct ipc_request *req, const ProtobufCMessage *a,
+		    void *ctx)
+{
+	(void)a;
+	pp_forward(req, NULL, ctx, CTL_P_SYNC, true);
+}
+
+/* GetAsyncCommand: the stream is kept by ctl, which sends the commands. */
+static void pp_get_async(struct ipc_request *req, const ProtobufCMessage *a,
+			 void *ctx)
+{
+	(void)a;
+	pp_forward(req, NULL, ctx, CTL_P_ASYNC, true);
+}
+
+/* --- trace writers (producer-port.md §4) --- */
+
+static void pp_register_writer(struct ipc_request *req,
+			       const ProtobufCMessage *a, void *ctx)
+{
+	const Perfetto__Protos__RegisterTraceWriterRequest *r = (const void *)a;
+	struct svc_producer *p = pp_get(req);
+	(void)ctx;
+
+	if (p && r->trace_writer_id >= 1 &&
+	    r->trace_writer_id <= SPN_SMB_MAX_WRITER_ID &&
+	    r->target_buffer <= UINT16_MAX) {
+		if (!p->writer_buf)
+			p->writer_buf = calloc(SPN_SMB_MAX_WRITER_ID + 1,
+					       sizeof(*p->writer_buf));
+		if (p->writer_buf)
+			p->writer_buf[r->trace_writer_id] =
+				(uint16_t)r->target_buffer;
+	}
+	pp_empty_reply(req, &perfetto__protos__register_trace_writer_response__descriptor);
+}
+
+static void pp_unregister_writer(struct ipc_request *req,
+				 const ProtobufCMessage *a, void *ctx)
+{
+	const Perfetto__Protos__UnregisterTraceWriterRequest *r = (const void *)a;
+	struct svc_producer *p = pp_get(req);
+	(void)ctx;
+
+	if (p && p->writer_buf && r->trace_writer_id >= 1 &&
+	    r->trace_writer_id <= SPN_SMB_MAX_WRITER_ID)
+		p->writer_buf[r->trace_writer_id] = 0;
+	pp_empty_reply(req, &perfetto__protos__unregister_trace_writer_response__descriptor);
+}
+
+/* --- CommitData (producer-port.md §5) --- */
+
+static void pp_discard(struct svc *svc)
+{
+	atomic_fetch_add_explicit(&svc->cnt.chunks_discarded, 1,
+				  memory_order_relaxed);
+}
+
+/* Moves one chunk from the SMB into its buffer (§5.1 step 2, §5.2). */
+static void pp_move(struct svc *svc, struct svc_producer *p,
+		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv)
+{
+	struct smb_chunk_info info;
+	struct svc_tbuf_chunk tc;
+	struct svc_buf *b;
+	int rc = -EAGAIN;
+
+	if (mv->has_data) {
+		/* SMB emulation is never offered on AF_UNIX: refuse it. */
+		pp_discard(svc);
+		return;
+	}
+	for (int tries = 0; rc == -EAGAIN && tries < 4; tries++)
+		rc = smb_chunk_commit_copy(&p->shm->smb, mv->page, mv->chunk,
+					   p->lane->scratch, SVC_CHUNK_SCRATCH,
+					   &info);
+	if (rc == -EINVAL || rc == -EBUSY || rc == -EAGAIN)
+		return; /* not a Complete chunk of this SMB: ignored */
+	if (rc == -ENOSPC || info.end == SMB_CHUNK_BAD_HEADER) {
+		pp_discard(svc);
+		return;
+	}
+	b = pp_allowed(p, mv->target_buffer);
+	if (!b || (p->writer_buf && p->writer_buf[info.writer_id] &&
+		   p->writer_buf[info.writer_id] != mv->target_buffer)) {
+		pp_discard(svc);
+		return;
+	}
+	tc = (struct svc_tbuf_chunk){
+		.producer_id = p->id,
+		.writer_id = info.writer_id,
+		.chunk_id = info.chunk_id,
+		.uid = p->cred.uid,
+		.pid = p->cred.pid,
+		.nfrags = info.count,
+		.flags = info.flags,
+		.complete = true,
+		.payload = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE,
+		.len = info.size - SPN_SMB_CHUNK_HEADER_SIZE,
+	};
+	if (info.end == SMB_CHUNK_BAD_FRAGMENT) {
+		/* Keep the well-formed fragments; the rest is lost. */
+		tc.nfrags = info.nfrags;
+		tc.flags &= (uint8_t)~(SVC_CHUNK_LAST_CONT | SVC_CHUNK_NEEDS_PATCH);
+		tc.len = info.used;
+	}
+	svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
+}
+
+/* Applies one ChunkToPatch entry (§5.1 step 3). */
+static void pp_patch(struct svc *svc, struct svc_producer *p,
+		     const Perfetto__Protos__CommitDataRequest__ChunkToPatch *cp)
+{
+	struct svc_tbuf_patch patches[64];
+	struct svc_buf *b = pp_allowed(p, cp->target_buffer);
+	size_t n = 0;
+
+	if (!b || cp->writer_id == 0 || cp->writer_id > SPN_SMB_MAX_WRITER_ID ||
+	    cp->n_patches > SVC_TBUF_MAX_PATCHES) {
+		atomic_fetch_add_explicit(&svc->cnt.patches_discarded,
+					  cp->n_patches ? cp->n_patches : 1,
+					  memory_order_relaxed);
+		return;
+	}
+	for (size_t i = 0; i < cp->n_patches; i++) {
+		const Perfetto__Protos__CommitDataRequest__ChunkToPatch__Patch *pt =
+			cp->patches[i];
+		bool last = i + 1 == cp->n_patches;
+
+		if (!pt->has_data || pt->data.len != 4) {
+			atomic_fetch_add_explicit(&svc->cnt.patches_discarded, 1,
+						  memory_order_relaxed);
+		} else {
+			patches[n].offset = pt->offset;
+			memcpy(patches[n].data, pt->data.data, 4);
+			n++;
+		}
+		/* Batches of 64; has_more holds the chunk until the last. */
+		if (n == 64 || (last && n)) {
+			svc_tbuf_lane_patch(b->tb, p->lane->idx, p->id,
+					    (uint16_t)cp->writer_id, cp->chunk_id,
+					    patches, n,
+					    last ? cp->has_more_patches : true);
+			n = 0;
+		}
+	}
+}
+
+static void pp_commit(struct ipc_request *req, const ProtobufCMessage *a,
+		      void *ctx)
+{
+	const Perfetto__Protos__CommitDataRequest *r = (const void *)a;
+	struct svc_producer *p = pp_get(req);
+	struct svc *svc = ctx;
+
+	if (!p || !p->shm) {
+		/* §5.1 step 1: nothing set up yet, ignore the request. */
+		ipc_request_reject(req);
+		return;
+	}
+	for (size_t i = 0; i < r->n_chunks_to_move; i++)
+		pp_move(svc, p, r->chunks_to_move[i]);
+	for (size_t i = 0; i < r->n_chunks_to_patch; i++)
+		pp_patch(svc, p, r->chunks_to_patch[i]);
+	if (r->has_flush_request_id && r->flush_request_id) {
+		struct ctl_msg *m = ctl_msg_new(CTL_P_FLUSH_ACK);
+
+		if (m) {
+			m->producer_id = p->id;
+			m->u64 = r->flush_request_id;
+			ctl_post(svc, m);
+		}
+	}
+	pp_empty_reply(req, &perfetto__protos__commit_data_response__descriptor);
+}
+
+/* --- messages from the control plane, run on the lane --- */
+
+struct lane_job {
+	struct svc *svc;	/* the service */
+	uint16_t id;		/* producer */
+	uint16_t buffer_id;	/* REVOKE */
+	struct smb_shm *shm;	/* SMB */
+	struct svc_buf *buf;	/* ALLOW */
+	uint64_t token;		/* SCRAPE */
+};
+
+static struct svc_producer *lane_job_producer(struct ipc_loop *loop,
+					      struct lane_job *j)
+{
+	struct svc_lane *lane = svc_lane_of(j->svc, loop);
+
+	return lane ? lane->by_id[j->id] : NULL;
+}
+
+static void lane_do_smb(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct lane_job *j = arg;
+	struct svc_producer *p = lane_job_producer(loop, j);
+	(void)u;
+
+	if (p && !p->shm) {
+		p->shm = j->shm;
+	} else {
+		smb_shm_close(j->shm);
+		free(j->shm);
+	}
+	free(j);
+}
+
+static void lane_do_allow(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct lane_job *j = arg;
+	struct svc_producer *p = lane_job_producer(loop, j);
+	(void)u;
+
+	if (!p || pp_allowed(p, j->buf->id)) {
+		svc_buf_unref(j->buf);
+		free(j);
+		return;
+	}
+	if (p->nallow == p->cap_allow) {
+		unsigned cap = p->cap_allow ? 2 * p->cap_allow : 4;
+		struct svc_allow *v = realloc(p->allow, cap * sizeof(*v));
+
+		if (!v) {
+			svc_buf_unref(j->buf);
+			free(j);
+			return;
+		}
+		p->allow = v;
+		p->cap_allow = cap;
+	}
+	p->allow[p->nallow++] = (struct svc_allow){ j->buf->id, j->buf };
+	free(j);
+}
+
+static void lane_do_revoke(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct lane_job *j = arg;
+	struct svc_producer *p = lane_job_producer(loop, j);
+	(void)u;
+
+	for (unsigned i = 0; p && i < p->nallow; i++) {
+		if (p->allow[i].buffer_id != j->buffer_id)
+			continue;
+		svc_buf_unref(p->allow[i].buf);
+		p->allow[i] = p->allow[--p->nallow];
+		break;
+	}
+	free(j);
+}
+
+static void lane_do_scrape(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct lane_job *j = arg;
+	struct svc_producer *p = lane_job_producer(loop, j);
+	struct ctl_msg *m = ctl_msg_new(CTL_SCRAPED);
+	(void)u;
+
+	if (p && p->scrape)
+		pp_scrape(p);
+	if (m) {
+		m->producer_id = j->id;
+		m->u64 = j->token;
+		ctl_post(j->svc, m);
+	}
+	free(j);
+}
+
+static void lane_do_close(struct ipc_loop *loop, void *arg, uint64_t conn_id)
+{
+	struct ipc_conn *c = ipc_conn_lookup(loop, conn_id);
+	(void)arg;
+
+	if (c)
+		ipc_conn_close_after_flush(c);
+}
+
+static int lane_post(struct svc *svc, unsigned lane, ipc_post_fn fn,
+		     struct lane_job *j)
+{
+	int rc;
+
+	if (!j)
+		return -ENOMEM;
+	j->svc = svc;
+	rc = ipc_loop_post_wait(svc->lanes[lane].loop, fn, j, 0,
+				SVC_WAIT_POST_MS);
+	if (rc < 0)
+		spn_log_error("svc", "lane %u unreachable: %s", lane,
+			      strerror(-rc));
+	return rc;
+}
+
+int lane_post_smb(struct svc *svc, unsigned lane, uint16_t id,
+		  struct smb_shm *shm)
+{
+	struct lane_job *j = calloc(1, sizeof(*j));
+	int rc;
+
+	if (j) {
+		j->id = id;
+		j->shm = shm;
+	}
+	rc = lane_post(svc, lane, lane_do_smb, j);
+	if (rc < 0) {
+		smb_shm_close(shm);
+		free(shm);
+		free(j);
+	}
+	return rc;
+}
+
+int lane_post_allow(struct svc *svc, unsigned lane, uint16_t id,
+		    struct svc_buf *b)
+{
+	struct lane_job *j = calloc(1, sizeof(*j));
+	int rc;
+
+	svc_buf_ref(b);
+	if (j) {
+		j->id = id;
+		j->buf = b;
+	}
+	rc = lane_post(svc, lane, lane_do_allow, j);
+	if (rc < 0) {
+		svc_buf_unref(b);
+		free(j);
+	}
+	return rc;
+}
+
+int lane_post_revoke(struct svc *svc, unsigned lane, uint16_t id,
+		     uint16_t buffer_id)
+{
+	struct lane_job *j = calloc(1, sizeof(*j));
+	int rc;
+
+	if (j) {
+		j->id = id;
+		j->buffer_id = buffer_id;
+	}
+	rc = lane_post(svc, lane, lane_do_revoke, j);
+	if (rc < 0)
+		free(j);
+	return rc;
+}
+
+int lane_post_scrape(struct svc *svc, unsigned lane, uint16_t id,
+		     uint64_t token)
+{
+	struct lane_job *j = calloc(1, sizeof(*j));
+	int rc;
+
+	if (j) {
+		j->id = id;
+		j->token = token;
+	}
+	rc = lane_post(svc, lane, lane_do_scrape, j);
+	if (rc < 0)
+		free(j);
+	return rc;
+}
+
+int lane_post_close(struct svc *svc, unsigned lane, uint64_t conn_id)
+{
+	int rc = ipc_loop_post_wait(svc->lanes[lane].loop, lane_do_close, NULL,
+				    conn_id, SVC_WAIT_POST_MS);
+
+	return rc;
+}
+
+int svc_producer_port_register(struct svc *svc, struct ipc_host *h)
+{
+	/* In the declaration order of ProducerPort (method ids 1..12). */
+	static const ipc_method_fn handlers[] = {
+		pp_initialize,	     pp_register_ds,	  pp_unregister_ds,
+		pp_commit,	     pp_get_async,	  pp_register_writer,
+		pp_unregister_writer, pp_ds_started,	  pp_ds_stopped,
+		pp_triggers,	     pp_sync,		  pp_update_ds,
+	};
+	const ProtobufCServiceDescriptor *d =
+		&perfetto__protos__producer_port__descriptor;
+	int rc;
+
+	if (d->n_methods != sizeof(handlers) / sizeof(handlers[0]))
+		return -EPROTO;
+	rc = ipc_host_add_service(h, d, handlers, svc);
+	return rc < 0 ? rc : 0;
+}
