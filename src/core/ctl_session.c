@@ -6,6 +6,7 @@
 // Control thread only. A consumer is named by (lane, connection id); its
 // replies travel through ipc_reply handles, which post to its lane.
 #include <errno.h>
+#include <stddef.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,13 +74,18 @@ static void ctl_reply_enable_error(struct ipc_reply *reply, const char *err)
 	ipc_reply_send(reply, &r.base, -1, false);
 }
 
+/* Sends a message of type d with no field set (sized for small ones). */
 static void ctl_reply_empty(struct ipc_reply *reply,
 			    const ProtobufCMessageDescriptor *d)
 {
-	ProtobufCMessage m;
+	_Alignas(max_align_t) unsigned char m[256];
 
-	protobuf_c_message_init(d, &m);
-	ipc_reply_send(reply, &m, -1, false);
+	if (d->sizeof_message > sizeof(m)) {
+		ipc_reply_reject(reply);
+		return;
+	}
+	protobuf_c_message_init(d, m);
+	ipc_reply_send(reply, (ProtobufCMessage *)m, -1, false);
 }
 
 /* --- data-source fan-out (producer-port.md §6.2) --- */

@@ -8,6 +8,7 @@
 // and allocates nothing: it copies each chunk once into the lane's scratch
 // buffer, validates the copy and appends it to the lane's shard.
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -293,13 +294,19 @@ static void pp_forward(struct ipc_request *req, const ProtobufCMessage *a,
 	}
 }
 
+/* Replies with a message of type d with no field set (the responses here
+ * hold at most a string or two; the storage is sized for that). */
 static void pp_empty_reply(struct ipc_request *req,
 			   const ProtobufCMessageDescriptor *d)
 {
-	ProtobufCMessage m;
+	_Alignas(max_align_t) unsigned char m[256];
 
-	protobuf_c_message_init(d, &m);
-	ipc_request_reply(req, &m, -1, false);
+	if (d->sizeof_message > sizeof(m)) {
+		ipc_request_reject(req);
+		return;
+	}
+	protobuf_c_message_init(d, m);
+	ipc_request_reply(req, (ProtobufCMessage *)m, -1, false);
 }
 
 static void pp_register_ds(struct ipc_request *req, const ProtobufCMessage *a,

@@ -301,11 +301,12 @@ static void consumer_enable(struct consumer *c)
 static int consumer_call(struct consumer *c, const char *method,
 			 const ProtobufCMessageDescriptor *d)
 {
-	ProtobufCMessage req;
+	_Alignas(max_align_t) unsigned char req[256];
 
-	protobuf_c_message_init(d, &req);
-	return ipc_sync_call(c->sync, c->port, method, &req, -1, NULL, NULL,
-			     5000);
+	assert_true(d->sizeof_message <= sizeof(req));
+	protobuf_c_message_init(d, req);
+	return ipc_sync_call(c->sync, c->port, method, (ProtobufCMessage *)req,
+			     -1, NULL, NULL, 5000);
 }
 
 static void run_replay(unsigned lanes)
@@ -383,12 +384,11 @@ static void run_replay(unsigned lanes)
 
 	/* Read: every track event of the original trace is there. */
 	{
-		ProtobufCMessage req;
+		Perfetto__Protos__ReadBuffersRequest req =
+			PERFETTO__PROTOS__READ_BUFFERS_REQUEST__INIT;
 
-		protobuf_c_message_init(
-			&perfetto__protos__read_buffers_request__descriptor, &req);
 		assert_int_equal(ipc_sync_stream(c.sync, c.port, "ReadBuffers",
-						 &req, -1, on_read, &c, 5000),
+						 &req.base, -1, on_read, &c, 5000),
 				 0);
 	}
 	assert_int_equal(c.track_events, 4032);
