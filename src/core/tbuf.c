@@ -157,6 +157,7 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 	if (!b->lanes)
 		goto err;
 	for (i = 0; i < nlanes; i++) {
+		b->lanes[i].idx = i;
 		rc = tb_lane_init(b, &b->lanes[i]);
 		if (rc < 0)
 			goto err;

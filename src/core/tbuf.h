@@ -181,8 +181,9 @@ int svc_tbuf_lane_patch(struct svc_tbuf *b, unsigned lane,
  * counted) and gets the trusted trailer: trusted_uid, the
  * trusted_packet_sequence_id from `ids`, trusted_pid when known, and
  * previous_packet_dropped when non-zero. Sets *drained to true when
- * everything readable was read, false when it stopped because of `limit`
- * or of a failed allocation (call again).
+ * everything readable was read, false when it stopped because of `limit`,
+ * of a failed allocation, or to re-check a chunk found overwritten (call
+ * again).
  * Returns the packets appended (>= 0), or -ENOMEM when memory ran out
  * before anything was appended. Nothing is lost or repeated either way:
  * what was appended is consumed, the rest stays for the next call.

@@ -91,9 +91,13 @@ struct tb_rec {
 				 * reader under a pin, read by lanes/recyclers */
 	uint32_t uid;		/* trusted uid captured at copy time */
 	int32_t pid;		/* trusted pid (<= 0 unknown) */
-	uint64_t serial;	/* owner lane's record counter: a newer copy of
-				 * the same chunk wins (re-commit relocation) */
-	uint64_t reserved;	/* zero; keeps the header 48 bytes */
+	uint64_t serial;	/* lane << 56 | the owner lane's record
+				 * counter (publication order): a newer copy
+				 * of the same chunk wins (relocation) */
+	_Atomic uint64_t fwd;	/* where the relocated copy is (tb_loc_pack),
+				 * 0 = none: the owner lane stores it before
+				 * setting DEAD; the reader follows it to pass
+				 * read_state on */
 };
 static_assert(sizeof(struct tb_rec) == 48, "tb_rec size");
 #define TB_REC_HDR ((uint32_t)sizeof(struct tb_rec))
@@ -172,12 +176,20 @@ struct tb_lane_seq {
 	bool valid;		/* newest is set (a chunk was stored) */
 };
 
-/* One lane's shard state. Lane thread only, except ctr (loaded by stats). */
+#define TB_SERIAL_LANE_SHIFT 56
+#define TB_SERIAL_MASK ((1ull << TB_SERIAL_LANE_SHIFT) - 1)
+
+/* One lane's shard state. Lane thread only, except ctr (loaded by stats)
+ * and published (loaded by the reader). */
 struct tb_lane {
+	unsigned idx;		/* lane index */
 	int32_t cur;		/* current segment index, -1 when none */
 	uint32_t cur_gen;	/* its generation */
 	uint32_t cur_used;	/* bytes appended to it (lane's copy of used) */
 	uint64_t serial;	/* records written by this lane */
+	_Atomic uint64_t published; /* counter of the last record published:
+				 * lane stores (release) after seg->used, the
+				 * reader loads (acquire) before scanning */
 	ck_ht_t chunks;		/* (producer, writer, chunk) -> location */
 	ck_ht_t seqs;		/* (producer, writer) -> struct tb_lane_seq * */
 	bool chunks_init;	/* chunks was initialised */
@@ -194,7 +206,9 @@ struct tb_cref {
 	uint32_t gen;		/* segment generation when the record was seen */
 	uint32_t off;		/* record offset in the segment */
 	uint64_t serial;	/* record serial (newest copy wins) */
+	uint32_t gone_pass;	/* pass that first found it evicted, 0 none */
 	uint16_t frags_done;	/* fragments consumed */
+	bool done;		/* consumed whole by a reassembly, already counted */
 	uint32_t used_bytes;	/* payload bytes the parsed fragments span */
 };
 
@@ -223,6 +237,9 @@ struct tb_rseq {
 struct tb_hold {
 	uint32_t seg;		/* segment index */
 	uint32_t idx;		/* cref index in the sequence */
+	uint32_t rec_len;	/* record bytes */
+	bool whole;		/* the piece is the chunk's only fragment and the
+				 * chunk is complete: consumed whole */
 };
 
 /* Reader state; every field is guarded by mu. */
@@ -239,6 +256,9 @@ struct tb_reader {
 	uint32_t nholds;	/* entries in holds */
 	uint32_t holds_cap;	/* allocated entries */
 	bool oom;		/* this pass stopped somewhere for lack of memory */
+	bool retry;		/* this pass left something for the next one */
+	uint32_t pass;		/* read passes so far */
+	uint64_t *wm;		/* per lane: published counter at pass start */
 	struct tb_counters ctr;	/* reader's counters */
 };
 
@@ -263,6 +283,47 @@ struct svc_tbuf {
 	_Atomic bool discarding; /* DISCARD: refusing new chunks for good */
 	char cl_pad[TB_CACHELINE - 16]; /* keep the line to these two */
 };
+
+/* Where a record is. */
+struct tb_loc {
+	uint32_t seg;		/* segment index */
+	uint32_t gen;		/* segment generation */
+	uint32_t off;		/* byte offset in the segment */
+};
+
+/* Packs a location into 64 bits: generation, then 16-byte unit offset in
+ * the whole mapping (< 2^29 since buffers are < 4 GiB + one segment). */
+static inline uint64_t tb_loc_pack(const struct svc_tbuf *b,
+				   const struct tb_loc *loc)
+{
+	uint64_t global = ((uint64_t)loc->seg << b->seg_shift) | loc->off;
+
+	return ((uint64_t)loc->gen << 32) | (global >> 4);
+}
+
+/* Unpacks a location; false if it cannot be one of this buffer's. */
+static inline bool tb_loc_unpack(const struct svc_tbuf *b, uint64_t v,
+				 struct tb_loc *loc)
+{
+	uint64_t global = (v & 0xFFFFFFFFull) << 4;
+
+	loc->gen = (uint32_t)(v >> 32);
+	loc->seg = (uint32_t)(global >> b->seg_shift);
+	loc->off = (uint32_t)(global & (b->seg_size - 1));
+	return loc->seg < b->nseg && b->seg_size - loc->off >= 48;
+}
+
+/* Raises an atomic to at least v (read_state only grows). */
+static inline void tb_atomic_max(_Atomic uint32_t *a, uint32_t v)
+{
+	uint32_t cur = atomic_load_explicit(a, memory_order_seq_cst);
+
+	/* seq_cst: see tb_relocate_finish() and tb_set_read_state(). */
+	while (cur < v && !atomic_compare_exchange_weak_explicit(
+				  a, &cur, v, memory_order_seq_cst,
+				  memory_order_seq_cst))
+		;
+}
 
 /* Record at byte offset off of segment seg. */
 static inline struct tb_rec *tb_rec_at(struct svc_tbuf *b, uint32_t seg,

@@ -18,13 +18,6 @@
 
 #define TB_SWEEP_MIN 4096u	/* smallest chunk-index size that triggers a sweep */
 
-/* Where a record is. */
-struct tb_loc {
-	uint32_t seg;		/* segment index */
-	uint32_t gen;		/* segment generation */
-	uint32_t off;		/* byte offset in the segment */
-};
-
 static void *tb_ck_malloc(size_t size)
 {
 	return svc_mem_malloc(size);
@@ -55,24 +48,6 @@ static uint64_t tb_chunk_key(uint16_t p, uint16_t w, uint32_t c)
 {
 	/* Never 0 (p >= 1) nor ~0 (w <= 32767): ck_ht's reserved keys. */
 	return ((uint64_t)p << 48) | ((uint64_t)w << 32) | c;
-}
-
-static uint64_t tb_loc_value(const struct svc_tbuf *b, const struct tb_loc *loc)
-{
-	uint64_t global = ((uint64_t)loc->seg << b->seg_shift) | loc->off;
-
-	return ((uint64_t)loc->gen << 32) | (global >> 4);
-}
-
-static bool tb_loc_decode(const struct svc_tbuf *b, uint64_t v,
-			  struct tb_loc *loc)
-{
-	uint64_t global = (v & 0xFFFFFFFFull) << 4;
-
-	loc->gen = (uint32_t)(v >> 32);
-	loc->seg = (uint32_t)(global >> b->seg_shift);
-	loc->off = (uint32_t)(global & (b->seg_size - 1));
-	return loc->seg < b->nseg && b->seg_size - loc->off >= TB_REC_HDR;
 }
 
 int tb_lane_init(struct svc_tbuf *b, struct tb_lane *l)
@@ -167,7 +142,7 @@ static void tb_index_sweep(struct svc_tbuf *b, struct tb_lane *l)
 	while (ck_ht_next(&l->chunks, &it, &e)) {
 		struct tb_loc loc;
 
-		if (tb_loc_decode(b, ck_ht_entry_value_direct(e), &loc) &&
+		if (tb_loc_unpack(b, ck_ht_entry_value_direct(e), &loc) &&
 		    tb_seg_holds(b, loc.seg, loc.gen))
 			continue;
 		/* Removal leaves a tombstone in place: the iteration stays
@@ -186,7 +161,7 @@ static void tb_index_set(struct svc_tbuf *b, struct tb_lane *l, uint64_t key,
 	ck_ht_hash_t h;
 
 	ck_ht_hash_direct(&h, &l->chunks, key);
-	ck_ht_entry_set_direct(&e, h, key, tb_loc_value(b, loc));
+	ck_ht_entry_set_direct(&e, h, key, tb_loc_pack(b, loc));
 	if (!ck_ht_set_spmc(&l->chunks, h, &e)) {
 		/* Still readable (the reader finds records by scanning);
 		 * only re-commits and patches of it will miss it. */
@@ -212,7 +187,7 @@ static struct tb_rec *tb_index_find(struct svc_tbuf *b, struct tb_lane *l,
 	ck_ht_entry_key_set_direct(&e, key);
 	if (!ck_ht_get_spmc(&l->chunks, h, &e))
 		return NULL;
-	if (!tb_loc_decode(b, ck_ht_entry_value_direct(&e), loc) ||
+	if (!tb_loc_unpack(b, ck_ht_entry_value_direct(&e), loc) ||
 	    !tb_seg_pin(b, loc->seg, loc->gen)) {
 		tb_index_remove(l, key);
 		return NULL;
@@ -260,6 +235,10 @@ static void tb_lane_publish(struct svc_tbuf *b, struct tb_lane *l,
 	 * load of used. */
 	atomic_store_explicit(&b->segs[l->cur].used, l->cur_used,
 			      memory_order_release);
+	/* Release: pairs with the reader's acquire load at the start of a
+	 * pass; every record up to this one is then in its scan. (The
+	 * record just published carries the newest serial.) */
+	atomic_store_explicit(&l->published, l->serial, memory_order_release);
 }
 
 /* Fills a record header (not yet published). */
@@ -274,8 +253,8 @@ static void tb_rec_init(struct tb_lane *l, struct tb_rec *r, uint16_t p,
 	r->rec_len = tb_align16(TB_REC_HDR + len);
 	r->uid = uid;
 	r->pid = pid;
-	r->serial = ++l->serial;
-	r->reserved = 0;
+	r->serial = ((uint64_t)l->idx << TB_SERIAL_LANE_SHIFT) | ++l->serial;
+	atomic_store_explicit(&r->fwd, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->meta, meta, memory_order_relaxed);
 	atomic_store_explicit(&r->read_state, read_state, memory_order_relaxed);
 }
@@ -334,8 +313,15 @@ static struct tb_rec *tb_relocate_begin(struct svc_tbuf *b, struct tb_lane *l,
 	return n;
 }
 
-/* Publishes the copy with `meta`, retires the old record, repoints the
- * index. */
+/*
+ * Publishes the copy with `meta`, retires the old record, repoints the
+ * index. The reader may still be consuming the old record and storing its
+ * read_state; that progress must reach the copy or the copy would later
+ * count as overwritten although read. Both sides use seq_cst: the reader
+ * stores read_state then loads meta, we set DEAD then load read_state, so
+ * at least one of us sees the other's write; the reader then follows fwd
+ * and raises the copy's read_state, or we raise it here (both with max).
+ */
 static void tb_relocate_finish(struct svc_tbuf *b, struct tb_lane *l,
 			       struct tb_rec *old, struct tb_rec *n,
 			       const struct tb_loc *nloc, uint32_t meta)
@@ -347,9 +333,14 @@ static void tb_relocate_finish(struct svc_tbuf *b, struct tb_lane *l,
 						   memory_order_relaxed),
 			      memory_order_relaxed);
 	tb_lane_publish(b, l, n->rec_len);
-	/* Release: the copy is published before a reader sees the old one
-	 * DEAD and goes looking for it. */
-	atomic_fetch_or_explicit(&old->meta, TB_M_DEAD, memory_order_release);
+	atomic_store_explicit(&old->fwd, tb_loc_pack(b, nloc),
+			      memory_order_relaxed);
+	/* seq_cst (also a release): the copy and fwd are visible to a
+	 * reader that sees DEAD; ordered against the read_state load. */
+	atomic_fetch_or_explicit(&old->meta, TB_M_DEAD, memory_order_seq_cst);
+	tb_atomic_max(&n->read_state,
+		      atomic_load_explicit(&old->read_state,
+					   memory_order_seq_cst));
 	tb_index_set(b, l, tb_chunk_key(n->producer_id, n->writer_id,
 					n->chunk_id), nloc);
 	tb_count(&l->ctr, TB_C_COPIED_ON_WRITE, 1);

@@ -44,7 +44,8 @@ int tb_reader_init(struct svc_tbuf *b)
 
 	rd->scan_gen = svc_mem_calloc(b->nseg, sizeof(uint32_t));
 	rd->scan_off = svc_mem_calloc(b->nseg, sizeof(uint32_t));
-	if (!rd->scan_gen || !rd->scan_off)
+	rd->wm = svc_mem_calloc(b->nlanes, sizeof(uint64_t));
+	if (!rd->scan_gen || !rd->scan_off || !rd->wm)
 		return -ENOMEM;
 	if (pthread_mutex_init(&rd->mu, NULL) != 0)
 		return -ENOMEM;
@@ -64,6 +65,7 @@ void tb_reader_fini(struct svc_tbuf *b)
 	svc_mem_free(rd->holds);
 	svc_mem_free(rd->scan_gen);
 	svc_mem_free(rd->scan_off);
+	svc_mem_free(rd->wm);
 	if (rd->live)
 		pthread_mutex_destroy(&rd->mu);
 	memset(rd, 0, sizeof(*rd));
@@ -175,14 +177,59 @@ static int tb_cref_reserve(struct tb_rseq *s)
 	return 0;
 }
 
+static uint64_t tb_rec_key(const struct tb_rec *r)
+{
+	return ((uint64_t)r->producer_id << 48) |
+	       ((uint64_t)r->writer_id << 32) | r->chunk_id;
+}
+
+/*
+ * Records that v fragments of record r (its segment pinned by the caller)
+ * were consumed. If the owner lane relocated the record meanwhile, passes
+ * the progress on along the fwd chain (see tb_relocate_finish()), holding a
+ * pin on each record while looking at it.
+ */
+static void tb_set_read_state(struct svc_tbuf *b, struct tb_rec *r, uint32_t v)
+{
+	uint64_t key = tb_rec_key(r);
+	uint32_t pinned = UINT32_MAX;	/* segment we pinned for r, if any */
+
+	tb_atomic_max(&r->read_state, v);
+	/* Bounded: each hop is a relocation that happened during our hold. */
+	for (int hop = 0; hop < 8; hop++) {
+		/* seq_cst: pairs with the lane's DEAD fetch_or. */
+		uint32_t m = atomic_load_explicit(&r->meta,
+						  memory_order_seq_cst);
+		struct tb_loc loc;
+		struct tb_rec *n;
+
+		if (!(m & TB_M_DEAD) ||
+		    !tb_loc_unpack(b, atomic_load_explicit(&r->fwd,
+							   memory_order_relaxed),
+				   &loc) ||
+		    !tb_seg_pin(b, loc.seg, loc.gen))
+			break;
+		n = tb_rec_at(b, loc.seg, loc.off);
+		if (tb_rec_key(n) != key) {
+			tb_seg_unpin(b, loc.seg, &b->rd.ctr);
+			break;
+		}
+		tb_atomic_max(&n->read_state, v);
+		if (pinned != UINT32_MAX)
+			tb_seg_unpin(b, pinned, &b->rd.ctr);
+		pinned = loc.seg;
+		r = n;
+	}
+	if (pinned != UINT32_MAX)
+		tb_seg_unpin(b, pinned, &b->rd.ctr);
+}
+
 /* Marks a record (its segment pinned by the caller) as read through. */
-static void tb_rec_mark_read(struct tb_rec *r)
+static void tb_rec_mark_read(struct svc_tbuf *b, struct tb_rec *r)
 {
 	uint32_t m = atomic_load_explicit(&r->meta, memory_order_relaxed);
 
-	/* Only the reader writes read_state; ordered by its unpin. */
-	atomic_store_explicit(&r->read_state, tb_m_nfrags(m),
-			      memory_order_relaxed);
+	tb_set_read_state(b, r, tb_m_nfrags(m));
 }
 
 /*
@@ -191,9 +238,10 @@ static void tb_rec_mark_read(struct tb_rec *r)
  * the location of the older one; a chunk the reader already moved past is
  * marked read and dropped. 0 or -ENOMEM.
  */
-static int tb_cref_add(struct tb_reader *rd, struct tb_rec *r, uint32_t seg,
+static int tb_cref_add(struct svc_tbuf *b, struct tb_rec *r, uint32_t seg,
 		       uint32_t gen, uint32_t off)
 {
+	struct tb_reader *rd = &b->rd;
 	struct tb_rseq *s = tb_rseq_get(rd, r->producer_id, r->writer_id);
 	uint32_t id = r->chunk_id;
 	uint32_t i;
@@ -205,7 +253,7 @@ static int tb_cref_add(struct tb_reader *rd, struct tb_rec *r, uint32_t seg,
 		 * Older, or a chunk given up on: it came too late. */
 		if (id != s->last_id || s->last_virtual)
 			tb_count(&rd->ctr, TB_C_DROPPED_LATE, 1);
-		tb_rec_mark_read(r);
+		tb_rec_mark_read(b, r);
 		return 0;
 	}
 	if (tb_cref_reserve(s) < 0)
@@ -220,6 +268,7 @@ static int tb_cref_add(struct tb_reader *rd, struct tb_rec *r, uint32_t seg,
 			c->gen = gen;
 			c->off = off;
 			c->serial = r->serial;
+			c->gone_pass = 0;
 		}
 		return 0;
 	}
@@ -245,10 +294,23 @@ static bool tb_seg_pin_current(struct svc_tbuf *b, uint32_t seg, uint32_t *gen)
 	return tb_seg_pin(b, seg, *gen);
 }
 
-/* Indexes the records published since the last pass. 0 or -ENOMEM. */
+/*
+ * Indexes the records published since the last pass, up to each lane's
+ * publication watermark taken first. Segments are visited in index order,
+ * not in the order lanes filled them, so without the watermark a pass
+ * could see a lane's newer record and miss an older one published while
+ * the scan was under way, and take the older one for lost. With it, every
+ * record a lane published before the watermark is indexed (or was evicted)
+ * and nothing after it is. 0 or -ENOMEM.
+ */
 static int tb_scan(struct svc_tbuf *b)
 {
 	struct tb_reader *rd = &b->rd;
+
+	for (unsigned l = 0; l < b->nlanes; l++)
+		/* Acquire: pairs with the lane's release after publishing. */
+		rd->wm[l] = atomic_load_explicit(&b->lanes[l].published,
+						 memory_order_acquire);
 
 	for (uint32_t seg = 0; seg < b->nseg; seg++) {
 		struct tb_seg *s = &b->segs[seg];
@@ -271,9 +333,15 @@ static int tb_scan(struct svc_tbuf *b)
 			if (r->rec_len < TB_REC_HDR || (r->rec_len & 15) ||
 			    r->rec_len > used - off)
 				break;	/* cannot happen: lanes write these */
+			/* A segment holds one lane's records in serial
+			 * order: stop at the first one past the mark. */
+			if ((r->serial >> TB_SERIAL_LANE_SHIFT) < b->nlanes &&
+			    (r->serial & TB_SERIAL_MASK) >
+				    rd->wm[r->serial >> TB_SERIAL_LANE_SHIFT])
+				break;
 			m = atomic_load_explicit(&r->meta, memory_order_relaxed);
 			if (!(m & TB_M_DEAD)) {
-				rc = tb_cref_add(rd, r, seg, gen, off);
+				rc = tb_cref_add(b, r, seg, gen, off);
 				if (rc < 0)
 					break;
 			}
@@ -328,6 +396,21 @@ static enum tb_hold_rc tb_hold(struct svc_tbuf *b, const struct tb_cref *c,
 	*rec = r;
 	*meta = m;
 	return TB_HOLD_OK;
+}
+
+/*
+ * A reference whose record is gone is given up only in a later pass than
+ * the one that first found it gone: a relocated copy of the chunk,
+ * published before the eviction, is then in the index (see tb_scan()).
+ */
+static bool tb_gone_confirmed(struct tb_reader *rd, struct tb_cref *c)
+{
+	if (!c->gone_pass) {
+		c->gone_pass = rd->pass;
+		rd->retry = true;
+		return false;
+	}
+	return c->gone_pass != rd->pass;
 }
 
 /* Drops READING (keeps the pin). */
@@ -448,7 +531,7 @@ static void tb_holds_release(struct svc_tbuf *b)
 	b->rd.nholds = 0;
 }
 
-static int tb_holds_push(struct tb_reader *rd, uint32_t seg, uint32_t idx)
+static int tb_holds_push(struct tb_reader *rd, const struct tb_hold *h)
 {
 	if (rd->nholds == rd->holds_cap) {
 		uint32_t cap = rd->holds_cap ? rd->holds_cap * 2 : 16;
@@ -460,9 +543,11 @@ static int tb_holds_push(struct tb_reader *rd, uint32_t seg, uint32_t idx)
 		rd->holds = v;
 		rd->holds_cap = cap;
 	}
-	rd->holds[rd->nholds++] = (struct tb_hold){ .seg = seg, .idx = idx };
+	rd->holds[rd->nholds++] = *h;
 	return 0;
 }
+
+static void tb_hist_add(struct tb_rseq *s, uint32_t used);
 
 /* Outcome of a reassembly. */
 enum tb_ra_rc {
@@ -487,6 +572,8 @@ static int tb_ra_piece(struct svc_tbuf *b, struct tb_rseq *s, uint32_t idx,
 
 	switch (tb_hold(b, c, &r, &m)) {
 	case TB_HOLD_EVICTED:
+		if (!tb_gone_confirmed(&b->rd, c))
+			return TB_RA_WAIT;
 		s->loss |= SVC_LOSS_REASSEMBLY_GAP;
 		return TB_RA_BROKEN;
 	case TB_HOLD_MOVED:
@@ -521,7 +608,9 @@ static int tb_ra_piece(struct svc_tbuf *b, struct tb_rseq *s, uint32_t idx,
 		goto out;
 	}
 	if (tb_out_reserve(out, size) < 0 ||
-	    tb_holds_push(&b->rd, c->seg, idx) < 0) {
+	    tb_holds_push(&b->rd, &(struct tb_hold){
+		    .seg = c->seg, .idx = idx, .rec_len = r->rec_len,
+		    .whole = nf == 1 && (m & TB_M_COMPLETE) }) < 0) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -576,14 +665,22 @@ static int tb_reassemble(struct svc_tbuf *b, struct tb_rseq *s,
 		} else {
 			*emitted = fin;
 			/* Every piece's fragment 0 is consumed; the pins
-			 * keep the records until read_state says so. */
+			 * keep the records until read_state says so, and a
+			 * piece consumed whole is counted read now, while it
+			 * cannot be evicted. */
 			for (uint32_t i = 0; i < b->rd.nholds; i++) {
-				struct tb_cref *c = &s->v[b->rd.holds[i].idx];
+				const struct tb_hold *h = &b->rd.holds[i];
+				struct tb_cref *c = &s->v[h->idx];
 				struct tb_rec *r = tb_rec_at(b, c->seg, c->off);
 
 				c->frags_done = 1;
-				atomic_store_explicit(&r->read_state, 1,
-						      memory_order_relaxed);
+				tb_set_read_state(b, r, 1);
+				if (!h->whole)
+					continue;
+				c->done = true;
+				tb_count(&b->rd.ctr, TB_C_CHUNKS_READ, 1);
+				tb_count(&b->rd.ctr, TB_C_BYTES_READ, h->rec_len);
+				tb_hist_add(s, c->used_bytes);
 			}
 		}
 	}
@@ -693,8 +790,7 @@ static int tb_read_chunk(struct svc_tbuf *b, struct tb_rseq *s,
 		if (out->len >= limit)
 			break;
 	}
-	atomic_store_explicit(&r->read_state, c->frags_done,
-			      memory_order_relaxed);
+	tb_set_read_state(b, r, c->frags_done);
 	if (err) {
 		/* Out of memory: keep the rest for a later pass. */
 		*stop = true;
@@ -755,9 +851,25 @@ static int tb_read_seq(struct svc_tbuf *b, struct tb_rseq *s,
 			s->last_located = false;
 			s->last_virtual = true;
 		}
+		if (c->done) {
+			/* A piece a reassembly consumed and counted. */
+			tb_pop(s, true);
+			continue;
+		}
 		switch (tb_hold(b, c, &r, &m)) {
 		case TB_HOLD_EVICTED:
-			/* Overwritten before it was fully read. */
+			/* Its record was overwritten. If the owner lane
+			 * relocated it first, the copy shows up in the next
+			 * pass's scan (the watermark is taken after now). */
+			if (!tb_gone_confirmed(&b->rd, c)) {
+				/* Mark the ones gone after it too, so the next
+				 * pass gives them all up at once. */
+				for (uint32_t j = s->head + 1; j < s->n &&
+				     !tb_seg_holds(b, s->v[j].seg, s->v[j].gen);
+				     j++)
+					tb_gone_confirmed(&b->rd, &s->v[j]);
+				return total;
+			}
 			s->loss |= SVC_LOSS_OVERWRITE;
 			tb_pop(s, false);
 			continue;
@@ -796,6 +908,9 @@ int svc_tbuf_read(struct svc_tbuf *b, struct svc_seqids *ids,
 	*drained = false;
 	pthread_mutex_lock(&rd->mu);
 	rd->oom = false;
+	rd->retry = false;
+	if (++rd->pass == 0)	/* 0 means "not seen gone" */
+		rd->pass = 1;
 	/* Out of memory while scanning: read what is indexed, then fail. */
 	rc = tb_scan(b);
 	start = tb_rseq_lower(rd, rd->resume_key);
@@ -812,7 +927,7 @@ int svc_tbuf_read(struct svc_tbuf *b, struct svc_seqids *ids,
 	if (rc < 0 || rd->oom) {
 		rc = total ? total : -ENOMEM;
 	} else {
-		*drained = !full;
+		*drained = !full && !rd->retry;
 		rc = total;
 	}
 	pthread_mutex_unlock(&rd->mu);
