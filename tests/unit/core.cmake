@@ -4,3 +4,6 @@
 spn_add_test(NAME core_tbuf_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/core_tbuf_test.c
              LIBS spn_core)
+spn_add_test(NAME core_tbuf_stress_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/core_tbuf_stress_test.c
+             LIBS spn_core LABELS concurrency TIMEOUT 120)

@@ -43,16 +43,20 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Reads everything readable; returns the packets (parsed into PK). */
+/* Reads until drained; returns the packets (parsed into PK). */
 static int read_all(void)
 {
 	bool drained = false;
-	int n;
+	int n = 0, calls = 0;
 
 	svc_tbuf_out_free(&O);
-	n = svc_tbuf_read(B, IDS, &O, SIZE_MAX, &drained);
-	assert_true(n >= 0);
-	assert_true(drained);
+	while (!drained) {
+		int k = svc_tbuf_read(B, IDS, &O, SIZE_MAX, &drained);
+
+		assert_true(k >= 0);
+		assert_true(++calls <= 2);	/* a second pass at most */
+		n += k;
+	}
 	assert_int_equal(tparse(&O, PK, MAXPK), n);
 	for (int i = 0; i < n; i++)
 		assert_true(PK[i].trailer_ok);
