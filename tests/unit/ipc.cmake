@@ -19,6 +19,9 @@ target_compile_options(spn_ipc_testproto PRIVATE -Wno-unused-parameter)
 spn_add_test(NAME ipc_frame_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/ipc_frame_test.c
              LIBS spn_ipc TIMEOUT 120)
+spn_add_test(NAME ipc_host_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/ipc_host_test.c
+             LIBS spn_ipc spn_ipc_testproto LABELS concurrency TIMEOUT 300)
 spn_add_test(NAME ipc_replay_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/ipc_replay_test.c
              LIBS spn_ipc TIMEOUT 300)
