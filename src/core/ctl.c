@@ -499,6 +499,13 @@ static void ctl_dispatch(struct ipc_loop *loop, void *arg, uint64_t u64)
 	(void)u64;
 
 	ctl = m->ctl;
+	if (ctl->lanes_gone &&
+	    (m->type == CTL_C_CALL || m->type == CTL_P_ASYNC ||
+	     m->type == CTL_P_SYNC)) {
+		/* Its lane is stopping: nothing may be sent through it. */
+		ctl_msg_free(m);
+		return;
+	}
 	switch (m->type) {
 	case CTL_P_INIT:
 		ctl_on_init(ctl, m);
@@ -624,6 +631,43 @@ void ctl_shutdown_sessions(struct ctl *ctl)
 		usleep(1000);
 		waited_ms++;
 	}
+}
+
+/* Runs on ctl: from now on nothing is sent through a lane (replies,
+ * commands, posts), since the lanes are about to be destroyed. */
+static void ctl_do_detach_lanes(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct ctl *ctl = arg;
+	(void)loop;
+	(void)u;
+
+	ctl->lanes_gone = true;
+	for (struct ctl_session *s = ctl->sessions; s; s = s->next) {
+		s->has_enable_reply = false;
+		for (struct ctl_flush *f = s->flushes; f; f = f->next)
+			f->has_reply = false;
+	}
+	for (struct ctl_producer *p = ctl->producers; p; p = p->next)
+		p->async_open = false;
+	/* Release: pairs with the acquire load in ctl_detach_lanes. */
+	atomic_store_explicit(&ctl->lanes_detached, true, memory_order_release);
+}
+
+bool ctl_lanes_gone(const struct ctl *ctl)
+{
+	return ctl->lanes_gone;
+}
+
+void ctl_detach_lanes(struct ctl *ctl)
+{
+	if (!ctl || !ctl->running)
+		return;
+	if (ipc_loop_post_wait(ctl->loop, ctl_do_detach_lanes, ctl, 0,
+			       SVC_WAIT_POST_MS) < 0)
+		return;
+	/* Acquire: pairs with the release store in ctl_do_detach_lanes. */
+	while (!atomic_load_explicit(&ctl->lanes_detached, memory_order_acquire))
+		usleep(200);
 }
 
 void ctl_stop(struct ctl *ctl)

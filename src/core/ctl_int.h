@@ -149,6 +149,8 @@ struct ctl {
 	struct svc_guard_history history; /* step 18 */
 	bool lockdown;			/* lockdown mode */
 	bool shutting_down;		/* svc_stop in progress */
+	bool lanes_gone;		/* lanes stopping: send nothing through them */
+	atomic_bool lanes_detached;	/* lanes_gone was set (svc_stop waits on it) */
 	atomic_bool idle;		/* no session left (shutdown wait) */
 };
 

@@ -638,6 +638,8 @@ static int lane_post(struct svc *svc, unsigned lane, ipc_post_fn fn,
 
 	if (!j)
 		return -ENOMEM;
+	if (ctl_lanes_gone(svc->ctl))
+		return -ESHUTDOWN;
 	j->svc = svc;
 	rc = ipc_loop_post_wait(svc->lanes[lane].loop, fn, j, 0,
 				SVC_WAIT_POST_MS);
@@ -719,7 +721,11 @@ int lane_post_scrape(struct svc *svc, unsigned lane, uint16_t id,
 
 int lane_post_close(struct svc *svc, unsigned lane, uint64_t conn_id)
 {
-	int rc = ipc_loop_post_wait(svc->lanes[lane].loop, lane_do_close, NULL,
+	int rc;
+
+	if (ctl_lanes_gone(svc->ctl))
+		return -ESHUTDOWN;
+	rc = ipc_loop_post_wait(svc->lanes[lane].loop, lane_do_close, NULL,
 				    conn_id, SVC_WAIT_POST_MS);
 
 	return rc;

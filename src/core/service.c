@@ -194,7 +194,8 @@ static int svc_acceptor_start(struct svc *svc)
 
 static void svc_close_listeners(struct ipc_loop *loop, void *arg, uint64_t u)
 {
-	struct svc *svc = arg;
+	struct svc_listen_job *job = arg;
+	struct svc *svc = job->svc;
 	(void)loop;
 	(void)u;
 	if (svc->plisten)
@@ -202,16 +203,27 @@ static void svc_close_listeners(struct ipc_loop *loop, void *arg, uint64_t u)
 	if (svc->clisten)
 		ipc_listener_close(svc->clisten);
 	svc->plisten = svc->clisten = NULL;
-	ipc_loop_stop(svc->acceptor);
+	/* Release: pairs with the acquire load in svc_acceptor_stop. */
+	atomic_store_explicit(&job->done, true, memory_order_release);
 }
 
+/* Closes the listeners on the acceptor thread, then stops it. The loop is
+ * stopped only after the post returned: a loop must not be destroyed
+ * while another thread is still inside ipc_loop_post on it. */
 static void svc_acceptor_stop(struct svc *svc)
 {
+	struct svc_listen_job job = { .svc = svc };
+
 	if (!svc->acceptor)
 		return;
-	if (ipc_loop_post_wait(svc->acceptor, svc_close_listeners, svc, 0,
-			       SVC_WAIT_POST_MS) < 0)
-		ipc_loop_stop(svc->acceptor);
+	if (ipc_loop_post_wait(svc->acceptor, svc_close_listeners, &job, 0,
+			       SVC_WAIT_POST_MS) == 0) {
+		/* Acquire: pairs with the release store in
+		 * svc_close_listeners. */
+		while (!atomic_load_explicit(&job.done, memory_order_acquire))
+			usleep(200);
+	}
+	ipc_loop_stop(svc->acceptor);
 	pthread_join(svc->acceptor_thread, NULL);
 	svc->acceptor = NULL;
 }
@@ -320,6 +332,7 @@ void svc_stop(struct svc *svc)
 		return;
 	ctl_shutdown_sessions(svc->ctl);
 	svc_acceptor_stop(svc);
+	ctl_detach_lanes(svc->ctl);
 	svc_lanes_stop(svc);
 	ctl_stop(svc->ctl);
 	svc_free(svc);

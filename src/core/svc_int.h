@@ -164,6 +164,10 @@ int ctl_create(struct svc *svc, struct ctl **out);
 int ctl_start(struct ctl *ctl);
 /* Disables every session and waits until each consumer got its reply. */
 void ctl_shutdown_sessions(struct ctl *ctl);
+/* Makes ctl stop sending through lanes (before they are destroyed). */
+void ctl_detach_lanes(struct ctl *ctl);
+/* Whether ctl stopped using the lanes (ctl thread only). */
+bool ctl_lanes_gone(const struct ctl *ctl);
 void ctl_stop(struct ctl *ctl);		/* stops the threads, joins */
 void ctl_destroy(struct ctl *ctl);
 
