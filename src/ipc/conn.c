@@ -239,8 +239,8 @@ static void ipc_conn_arm_recv(struct ipc_conn *c)
 	memset(&c->rx_msg, 0, sizeof(c->rx_msg));
 	c->rx_msg.msg_iov = &c->rx_iov;
 	c->rx_msg.msg_iovlen = 1;
-	c->rx_msg.msg_control = c->rx_cmsg.buf;
-	c->rx_msg.msg_controllen = sizeof(c->rx_cmsg.buf);
+	c->rx_msg.msg_control = c->rx_cmsg;
+	c->rx_msg.msg_controllen = sizeof(c->rx_cmsg);
 	io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_CMSG_CLOEXEC);
 	io_uring_sqe_set_data(sqe, &c->op_recv);
 	c->recv_armed = true;
@@ -415,9 +415,9 @@ void ipc_conn_flush(struct ipc_conn *c)
 	if (head->fd >= 0) {
 		struct cmsghdr *cm;
 
-		memset(&c->tx_cmsg, 0, sizeof(c->tx_cmsg));
-		c->tx_msg.msg_control = c->tx_cmsg.buf;
-		c->tx_msg.msg_controllen = sizeof(c->tx_cmsg.buf);
+		memset(c->tx_cmsg, 0, sizeof(c->tx_cmsg));
+		c->tx_msg.msg_control = c->tx_cmsg;
+		c->tx_msg.msg_controllen = sizeof(c->tx_cmsg);
 		cm = CMSG_FIRSTHDR(&c->tx_msg);
 		cm->cmsg_level = SOL_SOCKET;
 		cm->cmsg_type = SCM_RIGHTS;

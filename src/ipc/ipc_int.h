@@ -124,10 +124,8 @@ struct ipc_conn {
 	struct ipc_rx_fd rx_fds[IPC_RX_FDS];	/* oldest first */
 	struct iovec rx_iov;		/* recvmsg target */
 	struct msghdr rx_msg;		/* recvmsg header */
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];	/* room for one fd */
-		struct cmsghdr align;	/* alignment */
-	} rx_cmsg;
+	/* Control buffer with room for exactly one fd. */
+	_Alignas(struct cmsghdr) char rx_cmsg[CMSG_SPACE(sizeof(int))];
 	struct ipc_op op_recv;		/* tag of the recvmsg */
 
 	/* Send side. */
@@ -138,10 +136,8 @@ struct ipc_conn {
 	unsigned tx_timeout_ms;		/* per-send stall budget, 0 = none */
 	struct iovec tx_iov[IPC_TX_IOV_MAX];	/* the sendmsg in flight */
 	struct msghdr tx_msg;		/* its header */
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];	/* one SCM_RIGHTS fd */
-		struct cmsghdr align;	/* alignment */
-	} tx_cmsg;
+	/* Control buffer of one SCM_RIGHTS fd. */
+	_Alignas(struct cmsghdr) char tx_cmsg[CMSG_SPACE(sizeof(int))];
 	struct __kernel_timespec tx_ts;	/* the link timeout's duration */
 	struct ipc_op op_send;		/* tag of the sendmsg */
 	struct ipc_op op_send_timeout;	/* tag of its link timeout */
