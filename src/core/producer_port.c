@@ -129,7 +129,7 @@ void svc_producer_on_disconnect(struct svc *svc, struct ipc_conn *c)
 	if (!p)
 		return;
 	ipc_conn_set_user(c, NULL);
-	if (p->scrape)
+	if (p->scrape && !p->cut_off)
 		pp_scrape(p);
 	for (unsigned i = 0; i < p->nallow; i++)
 		svc_buf_unref(p->allow[i].buf);
@@ -410,6 +410,38 @@ static void pp_discard(struct svc *svc)
 				  memory_order_relaxed);
 }
 
+/* Logs once and disconnects a producer that broke the SMB ABI. */
+static void pp_abi_violation(struct svc_producer *p, const char *why)
+{
+	if (p->cut_off)
+		return;
+	p->cut_off = true;
+	spn_log_warn("producer", "producer %u (pid %d) broke the SMB ABI (%s): "
+		     "disconnected", p->id, (int)p->cred.pid, why);
+	ipc_conn_close_after_flush(p->conn);
+}
+
+/* Stores the well-formed leading fragments of a chunk whose rest is bad. */
+static void pp_store_prefix(struct svc_producer *p, struct svc_buf *b,
+			    const struct smb_chunk_info *info)
+{
+	struct svc_tbuf_chunk tc = {
+		.producer_id = p->id,
+		.writer_id = info->writer_id,
+		.chunk_id = info->chunk_id,
+		.uid = p->cred.uid,
+		.pid = p->cred.pid,
+		.nfrags = info->nfrags,
+		.flags = (uint8_t)(info->flags & ~(SVC_CHUNK_LAST_CONT |
+						   SVC_CHUNK_NEEDS_PATCH)),
+		.complete = true,
+		.payload = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE,
+		.len = info->used,
+	};
+
+	svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
+}
+
 /* Moves one chunk from the SMB into its buffer (§5.1 step 2, §5.2). */
 static void pp_move(struct svc *svc, struct svc_producer *p,
 		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv)
@@ -430,8 +462,16 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 					   &info);
 	if (rc == -EINVAL || rc == -EBUSY || rc == -EAGAIN)
 		return; /* not a Complete chunk of this SMB: ignored */
-	if (rc == -ENOSPC || info.end == SMB_CHUNK_BAD_HEADER) {
+	if (rc == -ENOSPC || info.end == SMB_CHUNK_BAD_HEADER ||
+	    info.end == SMB_CHUNK_BAD_FRAGMENT) {
+		/* DESIGN.md §4: a producer that breaks the ABI is cut off;
+		 * only the well-formed fragments before the fault are kept,
+		 * so its damage stays inside its own sequence. */
+		if (info.end == SMB_CHUNK_BAD_FRAGMENT && info.nfrags &&
+		    (b = pp_allowed(p, mv->target_buffer)) != NULL)
+			pp_store_prefix(p, b, &info);
 		pp_discard(svc);
+		pp_abi_violation(p, info.why ? info.why : "chunk too large");
 		return;
 	}
 	b = pp_allowed(p, mv->target_buffer);
@@ -452,12 +492,6 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 		.payload = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE,
 		.len = info.size - SPN_SMB_CHUNK_HEADER_SIZE,
 	};
-	if (info.end == SMB_CHUNK_BAD_FRAGMENT) {
-		/* Keep the well-formed fragments; the rest is lost. */
-		tc.nfrags = info.nfrags;
-		tc.flags &= (uint8_t)~(SVC_CHUNK_LAST_CONT | SVC_CHUNK_NEEDS_PATCH);
-		tc.len = info.used;
-	}
 	svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
 }
 
@@ -507,12 +541,12 @@ static void pp_commit(struct ipc_request *req, const ProtobufCMessage *a,
 	struct svc_producer *p = pp_get(req);
 	struct svc *svc = ctx;
 
-	if (!p || !p->shm) {
+	if (!p || !p->shm || p->cut_off) {
 		/* §5.1 step 1: nothing set up yet, ignore the request. */
 		ipc_request_reject(req);
 		return;
 	}
-	for (size_t i = 0; i < r->n_chunks_to_move; i++)
+	for (size_t i = 0; i < r->n_chunks_to_move && !p->cut_off; i++)
 		pp_move(svc, p, r->chunks_to_move[i]);
 	for (size_t i = 0; i < r->n_chunks_to_patch; i++)
 		pp_patch(svc, p, r->chunks_to_patch[i]);

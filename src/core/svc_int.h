@@ -67,6 +67,7 @@ struct svc_producer {
 	struct ipc_peer_cred cred;	/* SO_PEERCRED at accept */
 	bool initialized;		/* InitializeConnection accepted */
 	bool scrape;			/* SMB scraping enabled for this producer */
+	bool cut_off;			/* broke the ABI: being disconnected */
 	struct smb_shm *shm;		/* the SMB once set up, else NULL */
 	uint16_t *writer_buf;		/* WriterID -> BufferID (0: unregistered), lazily 32768 */
 	struct svc_allow *allow;	/* buffers it may write to */

@@ -1,6 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
 # spindled integration tests: a real service on sockets in a temp dir.
+add_library(spn_svc_harness STATIC
+            ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_harness.c)
+target_link_libraries(spn_svc_harness PUBLIC spn_core spn_ipc spn_smb
+                      spn_proto PkgConfig::CMOCKA)
+target_compile_definitions(spn_svc_harness PRIVATE
+                           SPN_TESTDATA_DIR="${SPN_TESTDATA_DIR}")
+
 spn_add_test(NAME svc_replay_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_replay_test.c
              LIBS spn_core spn_ipc spn_smb spn_proto LABELS concurrency
              TIMEOUT 120)
+# Not under TSan: its scribbler thread races with the writer on purpose.
+spn_add_test(NAME svc_hostile_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_hostile_test.c
+             LIBS spn_svc_harness TIMEOUT 120)

@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test harness for spindled integration tests (see svc_harness.h).
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "spindle/pb.h"
+#include "svc_harness.h"
+#include "trace_packet.pb-c.h"
+
+#define TH_RX_CAP (1u << 18)
+
+void th_svc_start(struct th_svc *t, unsigned lanes)
+{
+	struct svc_opts o = { 0 };
+
+	strcpy(t->dir, "/tmp/spn_svc_XXXXXX");
+	assert_non_null(mkdtemp(t->dir));
+	snprintf(t->psock, sizeof(t->psock), "%s/p.sock", t->dir);
+	snprintf(t->csock, sizeof(t->csock), "%s/c.sock", t->dir);
+	o.producer_socket = t->psock;
+	o.consumer_socket = t->csock;
+	o.lanes = lanes;
+	o.control = 1;
+	assert_int_equal(svc_start(&o, &t->svc), 0);
+}
+
+void th_svc_stop(struct th_svc *t)
+{
+	svc_stop(t->svc);
+	unlink(t->psock);
+	unlink(t->csock);
+	rmdir(t->dir);
+}
+
+/* --- raw producer --- */
+
+void th_prod_send(struct th_prod *p, const uint8_t *b, size_t n)
+{
+	while (n) {
+		ssize_t w = send(p->fd, b, n, MSG_NOSIGNAL);
+
+		if (w <= 0) {
+			p->gone = true;
+			return;
+		}
+		b += w;
+		n -= (size_t)w;
+	}
+}
+
+static void th_send_frame(struct th_prod *p, IpcFrame *f)
+{
+	struct ipc_txbuf *tx;
+
+	assert_int_equal(ipc_txbuf_from_frame(f, -1, &tx), 0);
+	th_prod_send(p, tx->data, tx->len);
+	free(tx);
+}
+
+uint64_t th_prod_invoke(struct th_prod *p, enum th_pmethod method,
+			const ProtobufCMessage *msg, bool drop_reply)
+{
+	IpcFrame f = PERFETTO__PROTOS__IPCFRAME__INIT;
+	Perfetto__Protos__IPCFrame__InvokeMethod im =
+		PERFETTO__PROTOS__IPCFRAME__INVOKE_METHOD__INIT;
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	uint8_t *args = malloc(len + 1);
+
+	assert_non_null(args);
+	protobuf_c_message_pack(msg, args);
+	im.has_service_id = im.has_method_id = im.has_drop_reply = true;
+	im.service_id = 1;
+	im.method_id = method;
+	im.drop_reply = drop_reply;
+	im.has_args_proto = true;
+	im.args_proto.data = args;
+	im.args_proto.len = len;
+	f.has_request_id = true;
+	f.request_id = p->next_id++;
+	f.msg_case = PERFETTO__PROTOS__IPCFRAME__MSG_MSG_INVOKE_METHOD;
+	f.msg_invoke_method = &im;
+	th_send_frame(p, &f);
+	free(args);
+	return f.request_id;
+}
+
+/* Next frame from the service, or NULL when the connection closed. An fd
+ * that comes along waits in p->pending_fd. */
+static IpcFrame *th_recv(struct th_prod *p)
+{
+	for (;;) {
+		const uint8_t *payload;
+		uint32_t plen;
+		ssize_t n = ipc_frame_scan(p->rx, p->rx_len, &payload, &plen);
+		char cbuf[CMSG_SPACE(sizeof(int))];
+		struct iovec iov;
+		struct msghdr mh = { 0 };
+		ssize_t got;
+
+		if (n > 0) {
+			IpcFrame *f = NULL;
+
+			assert_int_equal(ipc_frame_unpack(payload, plen, &f), 0);
+			memmove(p->rx, p->rx + n, p->rx_len - (size_t)n);
+			p->rx_len -= (size_t)n;
+			return f;
+		}
+		assert_int_equal(n, IPC_FRAME_NEED_MORE);
+		iov.iov_base = p->rx + p->rx_len;
+		iov.iov_len = TH_RX_CAP - p->rx_len;
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		got = recvmsg(p->fd, &mh, MSG_CMSG_CLOEXEC);
+		if (got <= 0) {
+			p->gone = true;
+			return NULL;
+		}
+		/* One pending-fd slot, as the spec's receiver model: the fd
+		 * may arrive with bytes of an earlier frame. */
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c;
+		     c = CMSG_NXTHDR(&mh, c))
+			if (c->cmsg_type == SCM_RIGHTS) {
+				if (p->pending_fd >= 0)
+					close(p->pending_fd);
+				memcpy(&p->pending_fd, CMSG_DATA(c), sizeof(int));
+			}
+		p->rx_len += (size_t)got;
+	}
+}
+
+void th_prod_connect(struct th_prod *p, const struct th_svc *t,
+		     const char *name, const char *ds_name)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	IpcFrame bind = PERFETTO__PROTOS__IPCFRAME__INIT;
+	Perfetto__Protos__IPCFrame__BindService bs =
+		PERFETTO__PROTOS__IPCFRAME__BIND_SERVICE__INIT;
+	Perfetto__Protos__InitializeConnectionRequest init =
+		PERFETTO__PROTOS__INITIALIZE_CONNECTION_REQUEST__INIT;
+	Perfetto__Protos__GetAsyncCommandRequest ga =
+		PERFETTO__PROTOS__GET_ASYNC_COMMAND_REQUEST__INIT;
+	Perfetto__Protos__RegisterDataSourceRequest reg =
+		PERFETTO__PROTOS__REGISTER_DATA_SOURCE_REQUEST__INIT;
+	Perfetto__Protos__DataSourceDescriptor d =
+		PERFETTO__PROTOS__DATA_SOURCE_DESCRIPTOR__INIT;
+	uint64_t reg_id;
+
+	memset(p, 0, sizeof(*p));
+	p->rx = malloc(TH_RX_CAP);
+	assert_non_null(p->rx);
+	p->pending_fd = -1;
+	p->next_id = 1;
+	p->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	strcpy(sa.sun_path, t->psock);
+	assert_int_equal(connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	bs.service_name = "ProducerPort";
+	bind.has_request_id = true;
+	bind.request_id = p->next_id++;
+	bind.msg_case = PERFETTO__PROTOS__IPCFRAME__MSG_MSG_BIND_SERVICE;
+	bind.msg_bind_service = &bs;
+	th_send_frame(p, &bind);
+	init.producer_name = (char *)name;
+	init.has_smb_scraping_mode = true;
+	init.smb_scraping_mode =
+		PERFETTO__PROTOS__INITIALIZE_CONNECTION_REQUEST__PRODUCER_SMBSCRAPING_MODE__SMB_SCRAPING_ENABLED;
+	th_prod_invoke(p, TH_INIT, &init.base, false);
+	p->async_id = th_prod_invoke(p, TH_GET_ASYNC, &ga.base, false);
+	d.name = (char *)ds_name;
+	reg.data_source_descriptor = &d;
+	reg_id = th_prod_invoke(p, TH_REG_DS, &reg.base, false);
+	for (;;) {
+		IpcFrame *f = th_recv(p);
+		bool done;
+
+		assert_non_null(f);
+		done = f->request_id == reg_id;
+		ipc_frame_free(f);
+		if (done)
+			break;
+	}
+}
+
+void th_prod_close(struct th_prod *p)
+{
+	if (p->smb_base)
+		munmap(p->smb_base, p->smb_size);
+	close(p->fd);
+	if (p->pending_fd >= 0)
+		close(p->pending_fd);
+	free(p->rx);
+	p->fd = -1;
+}
+
+static void th_map_smb(struct th_prod *p, int fd, uint32_t page_kb)
+{
+	struct stat st;
+
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	p->smb_size = (size_t)st.st_size;
+	p->smb_base = mmap(NULL, p->smb_size, PROT_READ | PROT_WRITE,
+			   MAP_SHARED, fd, 0);
+	assert_true(p->smb_base != MAP_FAILED);
+	close(fd);
+	assert_int_equal(spn_smb_init(&p->smb, p->smb_base, p->smb_size,
+				      page_kb * 1024),
+			 0);
+}
+
+int th_prod_wait_cmd(struct th_prod *p)
+{
+	for (;;) {
+		IpcFrame *f = th_recv(p);
+		Perfetto__Protos__GetAsyncCommandResponse *c;
+		int kind;
+
+		if (!f)
+			return -1;
+		if (f->request_id != p->async_id ||
+		    f->msg_case !=
+			    PERFETTO__PROTOS__IPCFRAME__MSG_MSG_INVOKE_METHOD_REPLY) {
+			ipc_frame_free(f);
+			continue;
+		}
+		c = perfetto__protos__get_async_command_response__unpack(
+			NULL, f->msg_invoke_method_reply->reply_proto.len,
+			f->msg_invoke_method_reply->reply_proto.data);
+		assert_non_null(c);
+		kind = c->cmd_case;
+		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_TRACING) {
+			th_map_smb(p, p->pending_fd,
+				   c->setup_tracing->shared_buffer_page_size_kb);
+			p->pending_fd = -1;
+		}
+		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_DATA_SOURCE) {
+			p->target_buffer = c->setup_data_source->config->target_buffer;
+			p->instance = c->setup_data_source->new_instance_id;
+		}
+		perfetto__protos__get_async_command_response__free_unpacked(c,
+									    NULL);
+		ipc_frame_free(f);
+		return kind;
+	}
+}
+
+bool th_prod_fence(struct th_prod *p)
+{
+	Perfetto__Protos__SyncRequest s = PERFETTO__PROTOS__SYNC_REQUEST__INIT;
+	uint64_t id = th_prod_invoke(p, TH_SYNC, &s.base, false);
+
+	for (;;) {
+		IpcFrame *f = th_recv(p);
+		bool done;
+
+		if (!f)
+			return false;
+		done = f->request_id == id;
+		ipc_frame_free(f);
+		if (done)
+			return true;
+	}
+}
+
+/* Encodes one test packet (timestamp + padding in for_testing). */
+static size_t th_packet(uint8_t *buf, uint64_t ts, unsigned pad)
+{
+	uint8_t *q = spn_pb_field_varint(buf, 8, ts);
+
+	if (pad) {
+		q = spn_pb_put_key(q, 900, SPN_PB_LEN);
+		q = spn_pb_put_varint(q, pad);
+		memset(q, 0x5A, pad);
+		q += pad;
+	}
+	return (size_t)(q - buf);
+}
+
+unsigned th_prod_write(struct th_prod *p, uint16_t writer,
+		       uint32_t *chunk_id, uint64_t first_ts, unsigned n,
+		       unsigned pad, uint32_t page0, uint32_t pages)
+{
+	const uint32_t layout = SPN_SMB_PAGE_DIV4;
+	Perfetto__Protos__CommitDataRequest req =
+		PERFETTO__PROTOS__COMMIT_DATA_REQUEST__INIT;
+	Perfetto__Protos__CommitDataRequest__ChunksToMove mv[64];
+	Perfetto__Protos__CommitDataRequest__ChunksToMove *mvp[64];
+	uint32_t csize = p->smb.chunk_size[layout];
+	unsigned written = 0, nmv = 0;
+	uint8_t pkt[4096];
+
+	for (uint32_t pg = page0; pg < page0 + pages && written < n; pg++) {
+		spn_smb_try_partition(&p->smb, pg, layout);
+		for (uint32_t ch = 0; ch < 4 && written < n && nmv < 64; ch++) {
+			struct spn_smb_chunk_header *h;
+			uint8_t *w, *end;
+			unsigned cnt = 0;
+
+			if (spn_smb_try_acquire_write(&p->smb, pg, layout, ch,
+						      writer, *chunk_id, 0,
+						      &h) != 0)
+				continue;
+			w = spn_smb_chunk_payload(h);
+			end = (uint8_t *)h + csize;
+			while (written < n) {
+				size_t len = th_packet(pkt, first_ts + written,
+						       pad);
+
+				if ((size_t)(end - w) < len + 4)
+					break;
+				spn_pb_put_varint4(w, (uint32_t)len);
+				memcpy(w + 4, pkt, len);
+				w += 4 + len;
+				written++;
+				cnt++;
+			}
+			spn_smb_chunk_set_packets(h, spn_smb_packets(cnt, 0));
+			/* Fails only when a test scribbles over the SMB. */
+			if (spn_smb_try_complete(&p->smb, pg, layout, ch) != 0)
+				continue;
+			perfetto__protos__commit_data_request__chunks_to_move__init(
+				&mv[nmv]);
+			mv[nmv].has_page = mv[nmv].has_chunk = true;
+			mv[nmv].has_target_buffer = true;
+			mv[nmv].page = pg;
+			mv[nmv].chunk = ch;
+			mv[nmv].target_buffer = p->target_buffer;
+			mvp[nmv] = &mv[nmv];
+			nmv++;
+			(*chunk_id)++;
+		}
+	}
+	req.n_chunks_to_move = nmv;
+	req.chunks_to_move = mvp;
+	th_prod_invoke(p, TH_COMMIT, &req.base, true);
+	return written;
+}
+
+/* --- consumer --- */
+
+void th_cons_connect(struct th_cons *c, const struct th_svc *t)
+{
+	memset(c, 0, sizeof(*c));
+	assert_int_equal(ipc_sync_connect(t->csock, 5000, &c->sync), 0);
+	assert_int_equal(ipc_sync_bind(c->sync,
+				       &perfetto__protos__consumer_port__descriptor,
+				       &c->port, 5000),
+			 0);
+}
+
+void th_cons_close(struct th_cons *c)
+{
+	ipc_sync_close(c->sync);
+	free(c->pkt);
+	free(c->ts);
+	free(c->seq);
+}
+
+static void th_on_enable(void *arg, struct ipc_client_reply *rep)
+{
+	struct th_cons *c = arg;
+
+	c->enable_done = true;
+	c->enable_status = rep->status;
+	if (rep->status == 0) {
+		const Perfetto__Protos__EnableTracingResponse *e =
+			(const void *)rep->msg;
+
+		snprintf(c->enable_error, sizeof(c->enable_error), "%s",
+			 e->error ? e->error : "");
+	}
+}
+
+void th_cons_enable(struct th_cons *c, uint32_t size_kb, const char *ds_name)
+{
+	Perfetto__Protos__EnableTracingRequest req =
+		PERFETTO__PROTOS__ENABLE_TRACING_REQUEST__INIT;
+	Perfetto__Protos__TraceConfig cfg = PERFETTO__PROTOS__TRACE_CONFIG__INIT;
+	Perfetto__Protos__TraceConfig__BufferConfig buf =
+		PERFETTO__PROTOS__TRACE_CONFIG__BUFFER_CONFIG__INIT;
+	Perfetto__Protos__TraceConfig__BufferConfig *bufs[] = { &buf };
+	Perfetto__Protos__TraceConfig__DataSource ds =
+		PERFETTO__PROTOS__TRACE_CONFIG__DATA_SOURCE__INIT;
+	Perfetto__Protos__TraceConfig__DataSource *dss[] = { &ds };
+	Perfetto__Protos__DataSourceConfig dsc =
+		PERFETTO__PROTOS__DATA_SOURCE_CONFIG__INIT;
+
+	buf.has_size_kb = true;
+	buf.size_kb = size_kb;
+	dsc.name = (char *)ds_name;
+	ds.config = &dsc;
+	cfg.n_buffers = 1;
+	cfg.buffers = bufs;
+	cfg.n_data_sources = 1;
+	cfg.data_sources = dss;
+	req.trace_config = &cfg;
+	c->enable_done = false;
+	assert_int_equal(ipc_client_invoke(c->port, "EnableTracing", &req.base,
+					   -1, 0, th_on_enable, c, NULL),
+			 0);
+	ipc_loop_run_once(ipc_sync_loop(c->sync), 0);
+}
+
+void th_cons_wait_enable(struct th_cons *c, int ms)
+{
+	for (int i = 0; i < ms / 10 && !c->enable_done; i++)
+		ipc_loop_run_once(ipc_sync_loop(c->sync), 10);
+}
+
+int th_cons_call(struct th_cons *c, const char *method,
+		 const ProtobufCMessageDescriptor *d)
+{
+	_Alignas(max_align_t) unsigned char req[256];
+
+	assert_true(d->sizeof_message <= sizeof(req));
+	protobuf_c_message_init(d, req);
+	return ipc_sync_call(c->sync, c->port, method, (ProtobufCMessage *)req,
+			     -1, NULL, NULL, 10000);
+}
+
+static void th_on_packet(struct th_cons *c)
+{
+	Perfetto__Protos__TracePacket *p =
+		perfetto__protos__trace_packet__unpack(NULL, c->pkt_len, c->pkt);
+
+	assert_non_null(p);
+	c->packets++;
+	if (p->data_case == PERFETTO__PROTOS__TRACE_PACKET__DATA_TRACK_EVENT)
+		c->track_events++;
+	if (p->previous_packet_dropped)
+		c->dropped_marks++;
+	if (p->optional_trusted_packet_sequence_id_case ==
+		    PERFETTO__PROTOS__TRACE_PACKET__OPTIONAL_TRUSTED_PACKET_SEQUENCE_ID_TRUSTED_PACKET_SEQUENCE_ID &&
+	    p->trusted_packet_sequence_id > 1 && p->has_timestamp) {
+		c->ts = realloc(c->ts, (c->nts + 1) * sizeof(*c->ts));
+		c->seq = realloc(c->seq, (c->nts + 1) * sizeof(*c->seq));
+		c->ts[c->nts] = p->timestamp;
+		c->seq[c->nts] = p->trusted_packet_sequence_id;
+		c->nts++;
+	}
+	perfetto__protos__trace_packet__free_unpacked(p, NULL);
+	c->pkt_len = 0;
+}
+
+static void th_on_read(void *arg, struct ipc_client_reply *rep)
+{
+	struct th_cons *c = arg;
+	const Perfetto__Protos__ReadBuffersResponse *rb = (const void *)rep->msg;
+
+	if (rep->status != 0)
+		return;
+	for (size_t i = 0; i < rb->n_slices; i++) {
+		const Perfetto__Protos__ReadBuffersResponse__Slice *s =
+			rb->slices[i];
+
+		c->pkt = realloc(c->pkt, c->pkt_len + s->data.len + 1);
+		memcpy(c->pkt + c->pkt_len, s->data.data, s->data.len);
+		c->pkt_len += s->data.len;
+		if (s->last_slice_for_packet)
+			th_on_packet(c);
+	}
+}
+
+void th_cons_read(struct th_cons *c)
+{
+	Perfetto__Protos__ReadBuffersRequest req =
+		PERFETTO__PROTOS__READ_BUFFERS_REQUEST__INIT;
+
+	assert_int_equal(ipc_sync_stream(c->sync, c->port, "ReadBuffers",
+					 &req.base, -1, th_on_read, c, 10000),
+			 0);
+}
