@@ -17,6 +17,7 @@
 #include "core/mem_hooks.h"
 
 #define TB_SWEEP_MIN 4096u	/* smallest chunk-index size that triggers a sweep */
+#define TB_HT_SEED 0x5eedu	/* ck_ht hash seed (lane-private tables) */
 
 static void *tb_ck_malloc(size_t size)
 {
@@ -61,12 +62,12 @@ int tb_lane_init(struct svc_tbuf *b, struct tb_lane *l)
 		cap = 1u << 20;
 	l->cur = -1;
 	l->sweep_at = cap / 2 > TB_SWEEP_MIN ? cap / 2 : TB_SWEEP_MIN;
-	if (!ck_ht_init(&l->chunks, CK_HT_MODE_DIRECT | CK_HT_WORKLOAD_DELETE,
-			NULL, &tb_ck_allocator, cap, 0x5eed))
+	if (!ck_ht_init(&l->chunks, CK_HT_MODE_DIRECT, NULL, &tb_ck_allocator,
+			cap, TB_HT_SEED))
 		return -ENOMEM;
 	l->chunks_init = true;
 	if (!ck_ht_init(&l->seqs, CK_HT_MODE_DIRECT, NULL, &tb_ck_allocator,
-			64, 0x5eed))
+			64, TB_HT_SEED))
 		return -ENOMEM;
 	l->seqs_init = true;
 	return 0;
@@ -132,24 +133,42 @@ static void tb_index_remove(struct tb_lane *l, uint64_t key)
 	ck_ht_remove_spmc(&l->chunks, h, &e);
 }
 
-/* Drops index entries whose record was evicted; resizes the trigger. */
+/*
+ * Drops index entries whose record was evicted. ck_ht never turns a
+ * tombstone back into an empty slot, and an insert probes up to an empty
+ * slot, so removing in place would make inserts slower and slower: the
+ * live entries are moved into a fresh table instead. Runs when the table
+ * has doubled since the last sweep, so it costs O(1) per commit amortised.
+ * If the fresh table cannot be had, the old one stays (still correct).
+ */
 static void tb_index_sweep(struct svc_tbuf *b, struct tb_lane *l)
 {
 	ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
+	uint64_t n = ck_ht_count(&l->chunks);
 	ck_ht_entry_t *e;
-	uint64_t n;
+	ck_ht_t fresh;
 
+	if (!ck_ht_init(&fresh, CK_HT_MODE_DIRECT, NULL, &tb_ck_allocator,
+			2 * n, TB_HT_SEED)) {
+		l->sweep_at = 2 * n;
+		return;
+	}
 	while (ck_ht_next(&l->chunks, &it, &e)) {
 		struct tb_loc loc;
+		ck_ht_hash_t h;
 
-		if (tb_loc_unpack(b, ck_ht_entry_value_direct(e), &loc) &&
-		    tb_seg_holds(b, loc.seg, loc.gen))
+		if (!tb_loc_unpack(b, ck_ht_entry_value_direct(e), &loc) ||
+		    !tb_seg_holds(b, loc.seg, loc.gen))
 			continue;
-		/* Removal leaves a tombstone in place: the iteration stays
-		 * valid. */
-		tb_index_remove(l, ck_ht_entry_key_direct(e));
+		ck_ht_hash_direct(&h, &fresh, ck_ht_entry_key_direct(e));
+		if (!ck_ht_put_spmc(&fresh, h, e)) {
+			ck_ht_destroy(&fresh);
+			l->sweep_at = 2 * n;
+			return;
+		}
 	}
-	ck_ht_gc(&l->chunks, 0, 0);
+	ck_ht_destroy(&l->chunks);
+	l->chunks = fresh;
 	n = ck_ht_count(&l->chunks);
 	l->sweep_at = 2 * n > TB_SWEEP_MIN ? 2 * n : TB_SWEEP_MIN;
 }
