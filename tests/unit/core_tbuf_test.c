@@ -15,7 +15,7 @@
 #include "core/tbuf_int.h"
 #include "core_tbuf_util.h"
 
-#define MAXPK 4096
+#define MAXPK 16384
 
 /* Test state: one buffer, one session id map, the last read. */
 static struct svc_tbuf *B;
@@ -1083,12 +1083,13 @@ static void test_two_lanes(void **state)
 /* ---- Allocation failures ----------------------------------------------- */
 
 static long fail_at = -1;	/* allocation number that fails, -1 none */
+static bool fail_all;		/* every allocation fails */
 static long nallocs;		/* allocations attempted */
 static long outstanding;	/* allocations not yet freed */
 
 static bool fail_now(void)
 {
-	return fail_at >= 0 && nallocs++ == fail_at;
+	return fail_all || (fail_at >= 0 && nallocs++ == fail_at);
 }
 
 static void *h_malloc(size_t n)
@@ -1243,6 +1244,69 @@ static void test_alloc_fail_read(void **state)
 	assert_true(at > 8);
 }
 
+/* The lane index is swept as the buffer laps; lookups keep working. */
+static void test_index_sweep(void **state)
+{
+	struct svc_tbuf_patch p = { .offset = 0 };
+	uint32_t id, rewritten = 0;
+
+	(void)state;
+	setup_buf(1 << 20, SVC_TBUF_RING, 1);	/* ~4000 records of 256 B */
+	for (id = 0; id < 30000; id++) {
+		build_packets(1, id, 1, 180);
+		if (id % 1000 == 999) {
+			CB.nfrags++;	/* scraped while writing one more */
+			assert_int_equal(tcommit(B, 0, 1, 1, id, &CB, 0, false),
+					 0);
+			assert_int_equal(tcommit(B, 0, 1, 1, id, &CB, 0, true),
+					 SVC_TBUF_REWRITTEN);
+			rewritten++;
+		} else {
+			assert_int_equal(tcommit(B, 0, 1, 1, id, &CB, 0, true),
+					 SVC_TBUF_STORED);
+		}
+		/* Bounded by the records the buffer can hold, not by the
+		 * chunks ever written. */
+		assert_true(ck_ht_count(&B->lanes[0].chunks) < 4 * 4096);
+	}
+	assert_int_equal(stats().chunks_rewritten, rewritten);
+	assert_int_equal(stats().index_failures, 0);
+	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 1, id - 1, &p, 1, false),
+			 1);
+	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 1, id - 5000, &p, 1,
+					     false), -ENOENT);
+	build_packets(1, id - 2, 1, 180);
+	assert_int_equal(tcommit(B, 0, 1, 1, id - 2, &CB, 0, true),
+			 SVC_TBUF_IGNORED);
+}
+
+/* With every allocation failing, lanes still store chunks. */
+static void test_commit_without_memory(void **state)
+{
+	int n;
+
+	(void)state;
+	setup_buf(4 << 20, SVC_TBUF_RING, 1);	/* room for all of it */
+	outstanding = 0;
+	hooks_on(-1);
+	fail_all = true;
+	for (uint32_t id = 0; id < 3000; id++)
+		for (uint16_t w = 1; w <= 4; w++)
+			assert_int_equal(put1(0, 1, w, id, 100), 0);
+	fail_all = false;
+	svc_mem_set_hooks(NULL);
+	assert_int_equal(outstanding, 0);
+	n = read_all();
+	assert_int_equal(n, 12000);
+	assert_int_equal(stats().chunks_overwritten, 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(PK[i].loss,
+				 PK[i].counter ? 0 : SVC_LOSS_PRESENT);
+	/* The index could not grow past its initial size. */
+	assert_true(stats().index_failures > 0);
+	/* Chunks outside the index: patches fail, reading is unaffected. */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1274,6 +1338,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_abi_rejects, teardown),
 		cmocka_unit_test_teardown(test_writer_stats, teardown),
 		cmocka_unit_test_teardown(test_two_lanes, teardown),
+		cmocka_unit_test_teardown(test_index_sweep, teardown),
+		cmocka_unit_test_teardown(test_commit_without_memory, teardown),
 		cmocka_unit_test(test_alloc_fail_create),
 		cmocka_unit_test(test_alloc_fail_read),
 	};
