@@ -46,8 +46,22 @@
 // A reader that finds WRITING set yields until the lane is done (a memcpy of
 // at most 64 KiB). Record headers are otherwise immutable once published.
 //
+// How the reader sees a consistent index. It never reads a lane's index:
+// it builds its own by scanning the records published since its last pass
+// (tbuf_read.c), up to a per-lane publication watermark loaded (acquire)
+// before the scan, so a pass sees a prefix, in commit order, of every lane's
+// records. The state the reader shares with lanes is per record (meta,
+// read_state, fwd: atomics) and per segment (state, used: atomics).
+//
+// The one wait a lane can meet: under DISCARD, a lane probing whether a
+// full segment was read holds it exclusively (RECYCLING, same generation)
+// for one walk over its record headers; a reader, or the owner lane looking
+// up a chunk in it for a patch, yields until the probe ends. Failing the
+// lookup instead would lose the patch and block that sequence for good.
+//
 // Every counter lives in a block owned by one thread (each lane, the
 // reader): plain relaxed load+store, summed by svc_tbuf_get_stats().
+// A segment retired by a reader's last unpin is counted in the reader's.
 #include "core/tbuf_int.h"
 
 #include <errno.h>

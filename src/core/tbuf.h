@@ -7,7 +7,8 @@
 //  - svc_tbuf_create/destroy: control plane, with no lane or reader using
 //    the buffer (the caller retires buffers through ck_epoch).
 //  - svc_tbuf_lane_*(b, lane, ...): only the thread of lane `lane`. Lanes
-//    never lock, never wait for another thread and allocate only small
+//    never lock and never wait for a reader (the one short yield is behind
+//    another lane's DISCARD probe, see tbuf.c); they allocate only small
 //    index growth. All chunks of one sequence (producer, writer) must come
 //    through one lane (the lane owning the producer's connection).
 //  - svc_tbuf_read*, svc_tbuf_for_each_writer: any control-plane thread;
