@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Test harness for spindled integration tests (see svc_harness.h).
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,27 +12,31 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-
 #include "spindle/pb.h"
 #include "svc_harness.h"
 #include "trace_packet.pb-c.h"
 
 #define TH_RX_CAP (1u << 18)
 
+void th_fail(const char *file, int line, const char *what)
+{
+	fprintf(stderr, "%s:%d: check failed: %s\n", file, line, what);
+	abort();
+}
+
 void th_svc_start(struct th_svc *t, unsigned lanes)
 {
 	struct svc_opts o = { 0 };
 
 	strcpy(t->dir, "/tmp/spn_svc_XXXXXX");
-	assert_non_null(mkdtemp(t->dir));
+	TH_CHECK(mkdtemp(t->dir) != NULL);
 	snprintf(t->psock, sizeof(t->psock), "%s/p.sock", t->dir);
 	snprintf(t->csock, sizeof(t->csock), "%s/c.sock", t->dir);
 	o.producer_socket = t->psock;
 	o.consumer_socket = t->csock;
 	o.lanes = lanes;
 	o.control = 1;
-	assert_int_equal(svc_start(&o, &t->svc), 0);
+	TH_CHECK(svc_start(&o, &t->svc) == 0);
 }
 
 void th_svc_stop(struct th_svc *t)
@@ -65,7 +67,7 @@ static void th_send_frame(struct th_prod *p, IpcFrame *f)
 {
 	struct ipc_txbuf *tx;
 
-	assert_int_equal(ipc_txbuf_from_frame(f, -1, &tx), 0);
+	TH_CHECK(ipc_txbuf_from_frame(f, -1, &tx) == 0);
 	th_prod_send(p, tx->data, tx->len);
 	free(tx);
 }
@@ -79,7 +81,7 @@ uint64_t th_prod_invoke(struct th_prod *p, enum th_pmethod method,
 	size_t len = protobuf_c_message_get_packed_size(msg);
 	uint8_t *args = malloc(len + 1);
 
-	assert_non_null(args);
+	TH_CHECK(args != NULL);
 	protobuf_c_message_pack(msg, args);
 	im.has_service_id = im.has_method_id = im.has_drop_reply = true;
 	im.service_id = 1;
@@ -113,12 +115,12 @@ static IpcFrame *th_recv(struct th_prod *p)
 		if (n > 0) {
 			IpcFrame *f = NULL;
 
-			assert_int_equal(ipc_frame_unpack(payload, plen, &f), 0);
+			TH_CHECK(ipc_frame_unpack(payload, plen, &f) == 0);
 			memmove(p->rx, p->rx + n, p->rx_len - (size_t)n);
 			p->rx_len -= (size_t)n;
 			return f;
 		}
-		assert_int_equal(n, IPC_FRAME_NEED_MORE);
+		TH_CHECK(n == IPC_FRAME_NEED_MORE);
 		iov.iov_base = p->rx + p->rx_len;
 		iov.iov_len = TH_RX_CAP - p->rx_len;
 		mh.msg_iov = &iov;
@@ -162,12 +164,12 @@ void th_prod_connect(struct th_prod *p, const struct th_svc *t,
 
 	memset(p, 0, sizeof(*p));
 	p->rx = malloc(TH_RX_CAP);
-	assert_non_null(p->rx);
+	TH_CHECK(p->rx != NULL);
 	p->pending_fd = -1;
 	p->next_id = 1;
 	p->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	strcpy(sa.sun_path, t->psock);
-	assert_int_equal(connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	TH_CHECK(connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
 	bs.service_name = "ProducerPort";
 	bind.has_request_id = true;
 	bind.request_id = p->next_id++;
@@ -187,7 +189,7 @@ void th_prod_connect(struct th_prod *p, const struct th_svc *t,
 		IpcFrame *f = th_recv(p);
 		bool done;
 
-		assert_non_null(f);
+		TH_CHECK(f != NULL);
 		done = f->request_id == reg_id;
 		ipc_frame_free(f);
 		if (done)
@@ -210,16 +212,15 @@ static void th_map_smb(struct th_prod *p, int fd, uint32_t page_kb)
 {
 	struct stat st;
 
-	assert_true(fd >= 0);
-	assert_int_equal(fstat(fd, &st), 0);
+	TH_CHECK(fd >= 0);
+	TH_CHECK(fstat(fd, &st) == 0);
 	p->smb_size = (size_t)st.st_size;
 	p->smb_base = mmap(NULL, p->smb_size, PROT_READ | PROT_WRITE,
 			   MAP_SHARED, fd, 0);
-	assert_true(p->smb_base != MAP_FAILED);
+	TH_CHECK(p->smb_base != MAP_FAILED);
 	close(fd);
-	assert_int_equal(spn_smb_init(&p->smb, p->smb_base, p->smb_size,
-				      page_kb * 1024),
-			 0);
+	TH_CHECK(spn_smb_init(&p->smb, p->smb_base, p->smb_size,
+				      page_kb * 1024) == 0);
 }
 
 int th_prod_wait_cmd(struct th_prod *p)
@@ -240,7 +241,7 @@ int th_prod_wait_cmd(struct th_prod *p)
 		c = perfetto__protos__get_async_command_response__unpack(
 			NULL, f->msg_invoke_method_reply->reply_proto.len,
 			f->msg_invoke_method_reply->reply_proto.data);
-		assert_non_null(c);
+		TH_CHECK(c != NULL);
 		kind = c->cmd_case;
 		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_TRACING) {
 			th_map_smb(p, p->pending_fd,
@@ -297,15 +298,15 @@ unsigned th_prod_write(struct th_prod *p, uint16_t writer,
 	const uint32_t layout = SPN_SMB_PAGE_DIV4;
 	Perfetto__Protos__CommitDataRequest req =
 		PERFETTO__PROTOS__COMMIT_DATA_REQUEST__INIT;
-	Perfetto__Protos__CommitDataRequest__ChunksToMove mv[64];
-	Perfetto__Protos__CommitDataRequest__ChunksToMove *mvp[64];
+	Perfetto__Protos__CommitDataRequest__ChunksToMove mv[256];
+	Perfetto__Protos__CommitDataRequest__ChunksToMove *mvp[256];
 	uint32_t csize = p->smb.chunk_size[layout];
 	unsigned written = 0, nmv = 0;
 	uint8_t pkt[4096];
 
 	for (uint32_t pg = page0; pg < page0 + pages && written < n; pg++) {
 		spn_smb_try_partition(&p->smb, pg, layout);
-		for (uint32_t ch = 0; ch < 4 && written < n && nmv < 64; ch++) {
+		for (uint32_t ch = 0; ch < 4 && written < n && nmv < 256; ch++) {
 			struct spn_smb_chunk_header *h;
 			uint8_t *w, *end;
 			unsigned cnt = 0;
@@ -355,11 +356,10 @@ unsigned th_prod_write(struct th_prod *p, uint16_t writer,
 void th_cons_connect(struct th_cons *c, const struct th_svc *t)
 {
 	memset(c, 0, sizeof(*c));
-	assert_int_equal(ipc_sync_connect(t->csock, 5000, &c->sync), 0);
-	assert_int_equal(ipc_sync_bind(c->sync,
+	TH_CHECK(ipc_sync_connect(t->csock, 5000, &c->sync) == 0);
+	TH_CHECK(ipc_sync_bind(c->sync,
 				       &perfetto__protos__consumer_port__descriptor,
-				       &c->port, 5000),
-			 0);
+				       &c->port, 5000) == 0);
 }
 
 void th_cons_close(struct th_cons *c)
@@ -409,9 +409,8 @@ void th_cons_enable(struct th_cons *c, uint32_t size_kb, const char *ds_name)
 	cfg.data_sources = dss;
 	req.trace_config = &cfg;
 	c->enable_done = false;
-	assert_int_equal(ipc_client_invoke(c->port, "EnableTracing", &req.base,
-					   -1, 0, th_on_enable, c, NULL),
-			 0);
+	TH_CHECK(ipc_client_invoke(c->port, "EnableTracing", &req.base,
+					   -1, 0, th_on_enable, c, NULL) == 0);
 	ipc_loop_run_once(ipc_sync_loop(c->sync), 0);
 }
 
@@ -426,7 +425,7 @@ int th_cons_call(struct th_cons *c, const char *method,
 {
 	_Alignas(max_align_t) unsigned char req[256];
 
-	assert_true(d->sizeof_message <= sizeof(req));
+	TH_CHECK(d->sizeof_message <= sizeof(req));
 	protobuf_c_message_init(d, req);
 	return ipc_sync_call(c->sync, c->port, method, (ProtobufCMessage *)req,
 			     -1, NULL, NULL, 10000);
@@ -437,7 +436,7 @@ static void th_on_packet(struct th_cons *c)
 	Perfetto__Protos__TracePacket *p =
 		perfetto__protos__trace_packet__unpack(NULL, c->pkt_len, c->pkt);
 
-	assert_non_null(p);
+	TH_CHECK(p != NULL);
 	c->packets++;
 	if (p->data_case == PERFETTO__PROTOS__TRACE_PACKET__DATA_TRACK_EVENT)
 		c->track_events++;
@@ -480,7 +479,6 @@ void th_cons_read(struct th_cons *c)
 	Perfetto__Protos__ReadBuffersRequest req =
 		PERFETTO__PROTOS__READ_BUFFERS_REQUEST__INIT;
 
-	assert_int_equal(ipc_sync_stream(c->sync, c->port, "ReadBuffers",
-					 &req.base, -1, th_on_read, c, 10000),
-			 0);
+	TH_CHECK(ipc_sync_stream(c->sync, c->port, "ReadBuffers",
+					 &req.base, -1, th_on_read, c, 10000) == 0);
 }

@@ -2,7 +2,8 @@
 // Test harness for spindled integration tests: an in-process service on
 // sockets in a temp dir, a raw-bytes producer (frames built by hand, so a
 // test can send anything, hostile or not) and a consumer on Spindle's IPC
-// client. Every call asserts (cmocka) on failure.
+// client. Every call checks what it does and aborts on failure (cmocka
+// reports the test as failed; the benchmarks that use it stop).
 #ifndef SPN_TESTS_SVC_HARNESS_H
 #define SPN_TESTS_SVC_HARNESS_H
 
@@ -16,6 +17,15 @@
 #include "ipc/frame.h"
 #include "producer_port.pb-c.h"
 #include "spindle/smb_abi.h"
+
+/* Prints where and what failed, then aborts. */
+__attribute__((noreturn)) void th_fail(const char *file, int line,
+				       const char *what);
+#define TH_CHECK(cond)                                           \
+	do {                                                     \
+		if (!(cond))                                     \
+			th_fail(__FILE__, __LINE__, #cond);      \
+	} while (0)
 
 /* ProducerPort method ids (ipc-wire.md §5). */
 enum th_pmethod {

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: Apache-2.0
+// commit_bench: producer processes fill real SMBs and commit them through
+// real sockets into an in-process spindled; reports MB/s moved into the
+// trace buffers, chunks/s, service CPU seconds per GB and, from the same
+// run, the machine's memcpy bandwidth for chunk-sized copies (the ratio is
+// the headline). Runs for lanes = 1 and 2.
+//
+// usage: commit_bench [--seconds S] [--producers P]
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "svc_harness.h"
+#include "trace_stats.pb-c.h"
+
+#define BUF_KB (64u * 1024u)	/* 64 MiB ring buffer */
+#define PAD 200u		/* packet padding: ~210-byte packets */
+
+/* What one producer process reports through its pipe. */
+struct prod_report {
+	uint64_t chunks;	/* chunks committed */
+	uint64_t packets;	/* packets written */
+	uint64_t bytes;		/* chunk bytes committed */
+};
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* A producer process: waits for the go byte, commits for `secs`. */
+static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
+			  double secs)
+{
+	struct prod_report r = { 0 };
+	struct th_prod p;
+	uint32_t chunk_id = 0;
+	uint64_t end;
+	char go;
+
+	if (read(go_fd, &go, 1) != 1)
+		_exit(1);
+	th_prod_connect(&p, t, "bench", "bench.ds");
+	while (th_prod_wait_cmd(&p) !=
+	       PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_START_DATA_SOURCE)
+		;
+	end = bench_now_ns() + (uint64_t)(secs * 1e9);
+	while (bench_now_ns() < end && !p.gone) {
+		uint32_t before = chunk_id;
+
+		r.packets += th_prod_write(&p, 1, &chunk_id, r.packets, 4096,
+					   PAD, 0, p.smb.num_pages);
+		r.chunks += chunk_id - before;
+		r.bytes += (uint64_t)(chunk_id - before) *
+			   p.smb.chunk_size[SPN_SMB_PAGE_DIV4];
+		/* Let the service free the pages before reusing them. */
+		th_prod_fence(&p);
+	}
+	th_prod_close(&p);
+	if (write(out_fd, &r, sizeof(r)) != sizeof(r))
+		_exit(1);
+	_exit(0);
+}
+
+/* memcpy of chunk-sized blocks into a 64 MiB ring, MB/s. */
+static double memcpy_mbps(size_t chunk)
+{
+	size_t ring = (size_t)BUF_KB * 1024;
+	uint8_t *src = malloc(262144), *dst = malloc(ring);
+	uint64_t t0, bytes = 0;
+	size_t off = 0, soff = 0;
+
+	memset(src, 1, 262144);
+	memset(dst, 0, ring);
+	t0 = bench_now_ns();
+	while (bench_now_ns() - t0 < 500000000ull) {
+		for (int i = 0; i < 256; i++) {
+			memcpy(dst + off, src + soff, chunk);
+			off = (off + chunk) % (ring - chunk);
+			soff = (soff + chunk) % (262144 - chunk);
+			bytes += chunk;
+		}
+	}
+	double mbps = bytes / 1e6 / ((bench_now_ns() - t0) / 1e9);
+
+	free(src);
+	free(dst);
+	return mbps;
+}
+
+struct result {
+	unsigned lanes;		/* lanes of the run */
+	double mbps;		/* MB/s moved into trace buffers */
+	double chunks_per_s;	/* chunks/s */
+	double cpu_per_gb;	/* service CPU seconds per GB */
+	uint64_t stored;	/* bytes_written of the buffer (service view) */
+	uint64_t lost;		/* chunks_discarded + abi violations */
+};
+
+static struct result run(unsigned lanes, unsigned nprod, double secs)
+{
+	struct th_svc t = { 0 };
+	struct svc_opts o = { 0 };
+	struct th_cons c;
+	struct result res = { .lanes = lanes };
+	struct prod_report total = { 0 };
+	int go[2], out[2];
+	pid_t pids[64];
+	double cpu0, cpu1;
+	uint64_t t0, t1;
+
+	strcpy(t.dir, "/tmp/spn_bench_XXXXXX");
+	if (!mkdtemp(t.dir) || pipe(go) || pipe(out))
+		exit(1);
+	snprintf(t.psock, sizeof(t.psock), "%s/p.sock", t.dir);
+	snprintf(t.csock, sizeof(t.csock), "%s/c.sock", t.dir);
+	/* Fork before any thread exists in this process. */
+	for (unsigned i = 0; i < nprod; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0)
+			producer_main(&t, go[0], out[1], secs);
+	}
+	o.producer_socket = t.psock;
+	o.consumer_socket = t.csock;
+	o.lanes = lanes;
+	o.control = 1;
+	if (svc_start(&o, &t.svc) < 0)
+		exit(1);
+	th_cons_connect(&c, &t);
+	th_cons_enable(&c, BUF_KB, "bench.ds");
+	cpu0 = cpu_seconds();
+	t0 = bench_now_ns();
+	for (unsigned i = 0; i < nprod; i++)
+		if (write(go[1], "g", 1) != 1)
+			exit(1);
+	for (unsigned i = 0; i < nprod; i++) {
+		struct prod_report r;
+
+		if (read(out[0], &r, sizeof(r)) == sizeof(r)) {
+			total.chunks += r.chunks;
+			total.packets += r.packets;
+			total.bytes += r.bytes;
+		}
+		waitpid(pids[i], NULL, 0);
+	}
+	t1 = bench_now_ns();
+	cpu1 = cpu_seconds();
+	{
+		Perfetto__Protos__GetTraceStatsRequest req =
+			PERFETTO__PROTOS__GET_TRACE_STATS_REQUEST__INIT;
+		ProtobufCMessage *rep = NULL;
+
+		if (ipc_sync_call(c.sync, c.port, "GetTraceStats", &req.base,
+				  -1, &rep, NULL, 5000) == 0) {
+			Perfetto__Protos__GetTraceStatsResponse *g = (void *)rep;
+
+			if (g->trace_stats && g->trace_stats->n_buffer_stats) {
+				res.stored = g->trace_stats->buffer_stats[0]
+						     ->bytes_written;
+				res.lost = g->trace_stats->chunks_discarded +
+					   g->trace_stats->buffer_stats[0]
+						   ->abi_violations;
+			}
+			protobuf_c_message_free_unpacked(rep, NULL);
+		}
+	}
+	th_cons_call(&c, "FreeBuffers",
+		     &perfetto__protos__free_buffers_request__descriptor);
+	th_cons_close(&c);
+	th_svc_stop(&t);
+	close(go[0]);
+	close(go[1]);
+	close(out[0]);
+	close(out[1]);
+	res.mbps = total.bytes / 1e6 / ((t1 - t0) / 1e9);
+	res.chunks_per_s = total.chunks / ((t1 - t0) / 1e9);
+	res.cpu_per_gb = total.bytes ? (cpu1 - cpu0) / (total.bytes / 1e9) : 0;
+	return res;
+}
+
+int main(int argc, char **argv)
+{
+	double secs = 2.0;
+	unsigned nprod = 2;
+	struct bench_json j;
+	double mc;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+			secs = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--producers") && i + 1 < argc)
+			nprod = (unsigned)atoi(argv[++i]);
+		else {
+			fprintf(stderr, "usage: commit_bench [--seconds S] "
+					"[--producers P]\n");
+			return 2;
+		}
+	}
+	if (nprod < 1 || nprod > 64 || secs <= 0) {
+		fprintf(stderr, "commit_bench: bad arguments\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	mc = memcpy_mbps(1024); /* Div4 chunks of 4 KiB pages: 1 KiB */
+	bench_json_open(&j, SPN_BENCH_RESULTS_DIR, "commit_bench");
+	printf("commit_bench: %u producer processes x %.1f s, %ld cores; "
+	       "memcpy of 1 KiB chunks: %.0f MB/s\n",
+	       nprod, secs, bench_cores(), mc);
+	printf("%-6s %10s %12s %10s %14s %12s %8s\n", "lanes", "MB/s",
+	       "chunks/s", "vs memcpy", "svc CPU s/GB", "stored MB", "lost");
+	for (unsigned lanes = 1; lanes <= 2; lanes++) {
+		struct result r = run(lanes, nprod, secs);
+
+		printf("%-6u %10.1f %12.0f %9.1f%% %14.3f %12.1f %8llu\n",
+		       r.lanes, r.mbps, r.chunks_per_s, 100.0 * r.mbps / mc,
+		       r.cpu_per_gb, r.stored / 1e6,
+		       (unsigned long long)r.lost);
+		bench_json_result(&j,
+				  "\"lanes\": %u, \"producers\": %u, "
+				  "\"mb_per_s\": %.1f, \"chunks_per_s\": %.0f, "
+				  "\"memcpy_mb_per_s\": %.0f, \"ratio\": %.4f, "
+				  "\"service_cpu_s_per_gb\": %.4f, "
+				  "\"stored_bytes\": %llu, \"lost_chunks\": %llu",
+				  r.lanes, nprod, r.mbps, r.chunks_per_s, mc,
+				  r.mbps / mc, r.cpu_per_gb,
+				  (unsigned long long)r.stored,
+				  (unsigned long long)r.lost);
+	}
+	return bench_json_close(&j) < 0;
+}
