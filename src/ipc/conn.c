@@ -447,6 +447,33 @@ void ipc_conn_flush(struct ipc_conn *c)
 	c->inflight++;
 }
 
+/* Runs the drain callback once, if one is set and due (or forced). */
+static void ipc_conn_run_drain(struct ipc_conn *c, bool force)
+{
+	ipc_post_fn fn = c->drain_fn;
+
+	if (!fn || (!force && c->tx_bytes > c->drain_below))
+		return;
+	c->drain_fn = NULL;
+	c->busy++;
+	fn(c->loop, c->drain_arg, c->drain_u64);
+	c->busy--;
+}
+
+int ipc_conn_notify_drained(struct ipc_conn *c, size_t below, ipc_post_fn fn,
+			    void *arg, uint64_t u64)
+{
+	if (c->state >= IPC_CONN_CLOSING || c->tx_bytes <= below) {
+		c->drain_fn = NULL;
+		return ipc_loop_post(c->loop, fn, arg, u64);
+	}
+	c->drain_fn = fn;
+	c->drain_arg = arg;
+	c->drain_u64 = u64;
+	c->drain_below = below;
+	return 0;
+}
+
 void ipc_conn_send_done(struct ipc_conn *c, int res)
 {
 	c->inflight--;
@@ -494,7 +521,8 @@ void ipc_conn_send_done(struct ipc_conn *c, int res)
 	}
 	if (c->tx_head)
 		ipc_loop_mark_dirty(c->loop, c);
-	else if (c->state == IPC_CONN_DRAINING)
+	ipc_conn_run_drain(c, false);
+	if (!c->tx_head && c->state == IPC_CONN_DRAINING)
 		ipc_conn_close(c, 0);
 }
 
@@ -642,6 +670,7 @@ void ipc_conn_close(struct ipc_conn *c, int reason)
 	c->busy++;
 	if (c->ops && c->ops->on_close)
 		c->ops->on_close(c, reason);
+	ipc_conn_run_drain(c, true);
 	c->busy--;
 	ipc_conn_maybe_free(c);
 }

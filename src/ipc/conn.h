@@ -49,6 +49,18 @@ void ipc_conn_set_send_limit(struct ipc_conn *c, size_t bytes);
 void ipc_conn_set_send_timeout(struct ipc_conn *c, unsigned ms);
 
 /*
+ * Asks for fn(loop, arg, u64) to run once on the loop thread when at most
+ * `below` bytes remain queued (at once, through a post, if that is already
+ * so), or when the connection closes (then ipc_conn_lookup fails for it).
+ * For producers of long replies (ReadBuffers) that pace themselves on the
+ * peer's reading. One request per connection: a new one replaces the old,
+ * which then never runs. Returns 0 or -EAGAIN (post ring full). Loop
+ * thread.
+ */
+int ipc_conn_notify_drained(struct ipc_conn *c, size_t below, ipc_post_fn fn,
+			    void *arg, uint64_t u64);
+
+/*
  * Closes the connection now: queued sends are dropped, the close
  * callback runs once (before this returns), and the memory is released
  * once the kernel has finished with it. reason is 0 or a -errno for the

@@ -192,9 +192,15 @@ static int ipc_reply_common(struct ipc_reply *h, bool success,
 		return 0;
 	err = ipc_txbuf_reply(&d, resp, raw, raw_len, fd, &b);
 	if (err) {
-		spn_log_error(IPC_TAG, "reply to request %llu: %s",
-			      (unsigned long long)h->request_id,
+		struct ipc_reply_desc rej = {.request_id = h->request_id};
+
+		spn_log_error(IPC_TAG, "reply to request %llu: %s; rejecting "
+			      "the call", (unsigned long long)h->request_id,
 			      strerror(-err));
+		/* The caller must not wait for a reply that cannot come. */
+		h->done = true;
+		if (ipc_txbuf_reply(&rej, NULL, NULL, 0, -1, &b) == 0)
+			ipc_reply_submit(h, b);
 		return err;
 	}
 	return ipc_reply_submit(h, b);

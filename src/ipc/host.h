@@ -119,8 +119,9 @@ int ipc_request_take_fd(struct ipc_request *req);
  * one streamed reply. resp must be of the method's response type; fd >= 0
  * attaches a duplicate of it (the caller keeps its own). Returns 0 (also
  * when drop_reply made it a no-op or the connection is gone), -EALREADY,
- * -EINVAL (wrong message type), -EMSGSIZE, -ENOMEM, or -ENOBUFS (the
- * peer was disconnected for not reading).
+ * -EINVAL (wrong message type; nothing sent), -EMSGSIZE / -ENOMEM / the
+ * fd dup's -errno (the call was rejected instead and is over), or
+ * -ENOBUFS (the peer was disconnected for not reading).
  */
 int ipc_request_reply(struct ipc_request *req, const ProtobufCMessage *resp,
 		      int fd, bool has_more);

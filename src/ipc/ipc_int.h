@@ -139,6 +139,10 @@ struct ipc_conn {
 	/* Control buffer of one SCM_RIGHTS fd. */
 	_Alignas(struct cmsghdr) char tx_cmsg[CMSG_SPACE(sizeof(int))];
 	struct __kernel_timespec tx_ts;	/* the link timeout's duration */
+	ipc_post_fn drain_fn;		/* ipc_conn_notify_drained callback */
+	void *drain_arg;		/* its arguments */
+	uint64_t drain_u64;
+	size_t drain_below;		/* run it at or under this many bytes */
 	struct ipc_op op_send;		/* tag of the sendmsg */
 	struct ipc_op op_send_timeout;	/* tag of its link timeout */
 	struct ipc_op op_connect;	/* tag of the connect */

@@ -184,12 +184,17 @@ static int ipc_loop_enable(struct ipc_loop *loop)
 static void ipc_loop_drain_posts(struct ipc_loop *loop)
 {
 	struct ipc_post p = {0};
+	unsigned n;
 
 	/* Pairs with the posters' exchange after their enqueue: a post not
 	 * seen below finds the flag clear and writes the eventfd again. */
 	atomic_exchange_explicit(&loop->wake_pending, 0, memory_order_acq_rel);
-	while (ck_ring_dequeue_spsc_ipc_post(&loop->posts, loop->post_slots,
-					     &p)) {
+	/* Only what is queued now: a post made by one of these functions
+	 * (e.g. "continue on the next turn") waits for the next wake-up, so
+	 * completions get their turn in between. */
+	n = ck_ring_size(&loop->posts);
+	while (n-- && ck_ring_dequeue_spsc_ipc_post(&loop->posts,
+						    loop->post_slots, &p)) {
 		IPC_TSAN_ACQUIRE(&loop->posts);
 		p.fn(loop, p.arg, p.u64);
 	}
@@ -664,8 +669,8 @@ int ipc_loop_run_once(struct ipc_loop *loop, int timeout_ms)
 		return err;
 	}
 	err = ipc_loop_reap(loop);
-	ipc_loop_flush(loop);
-	io_uring_submit(&loop->ring);
+	/* What the handlers queued is flushed and submitted by the next
+	 * turn's submit-and-wait: one system call per turn. */
 	ipc_current_loop = prev;
 	return err;
 }

@@ -39,7 +39,7 @@ typedef Spindle__Test__EchoReply EchoReply;
 
 /* Method ids of TestService (declaration order). */
 enum { M_ECHO = 1, M_STREAM, M_DEFER, M_TAKEFD, M_GIVEFD, M_UNHANDLED, M_HOLD,
-       M_KICK };
+       M_KICK, M_PACED };
 
 #define WAIT_MS 5000
 
@@ -112,6 +112,7 @@ struct server {
 	atomic_int send_limit;		/* applied by on_connect when set */
 	atomic_int send_timeout_ms;	/* applied by on_connect when set */
 	atomic_int reply_errors;	/* worker replies that failed */
+	atomic_int paced_done;		/* paced streams finished or dropped */
 };
 
 static struct server srv;
@@ -246,8 +247,68 @@ static void h_kick(struct ipc_request *req, const ProtobufCMessage *args,
 	ipc_conn_close_after_flush(ipc_request_conn(req));
 }
 
+/* A stream that keeps at most PACED_HIGH bytes queued. */
+#define PACED_HIGH (128u << 10)
+
+struct paced {
+	struct ipc_reply h;	/* the call */
+	struct server *s;	/* for the counter */
+	uint32_t left;		/* replies still to send */
+	uint32_t seq;		/* next seq */
+	uint32_t size;		/* payload bytes per reply */
+};
+
+static void paced_pump(struct ipc_loop *loop, void *arg, uint64_t u64)
+{
+	EchoReply out = SPINDLE__TEST__ECHO_REPLY__INIT;
+	struct paced *p = arg;
+	uint8_t *payload = calloc(1, p->size + 1);
+	struct ipc_conn *c;
+
+	(void)u64;
+	assert_non_null(payload);
+	out.has_seq = out.has_payload = 1;
+	out.payload.data = payload;
+	out.payload.len = p->size;
+	while ((c = ipc_conn_lookup(loop, p->h.conn_id)) && p->left) {
+		if (ipc_conn_queued(c) >= PACED_HIGH) {
+			assert_int_equal(ipc_conn_notify_drained(c, PACED_HIGH / 4,
+								 paced_pump, p,
+								 0), 0);
+			free(payload);
+			return;
+		}
+		out.seq = p->seq++;
+		p->left--;
+		assert_int_equal(ipc_reply_send(&p->h, &out.base, -1,
+						p->left != 0), 0);
+	}
+	if (c && p->seq == 0)
+		ipc_reply_send(&p->h, &out.base, -1, false);	/* count 0 */
+	/* Finished, or the reader went away (then the drain callback ran
+	 * from the close and the lookup failed). */
+	atomic_fetch_add(&p->s->paced_done, 1);
+	free(payload);
+	free(p);
+}
+
+static void h_paced(struct ipc_request *req, const ProtobufCMessage *args,
+		    void *ctx)
+{
+	const EchoRequest *in = (const EchoRequest *)args;
+	struct paced *p = calloc(1, sizeof(*p));
+
+	assert_non_null(p);
+	p->s = server_of(ctx);
+	p->left = in->count;
+	p->size = in->size;
+	ipc_request_defer(req, &p->h);
+	paced_pump(ipc_conn_loop(ipc_request_conn(req)), p, 0);
+}
+
 static const ipc_method_fn test_handlers[] = {
 	h_echo, h_stream, h_defer, h_takefd, h_givefd, NULL, h_hold, h_kick,
+	h_paced,
 };
 static const ipc_method_fn other_handlers[] = {h_echo};
 
@@ -744,7 +805,7 @@ static void test_unknown_service_and_method(void **state)
 	raw_expect_dispatch_error(r, 2);
 	raw_invoke(r, 3, 1, 0, &req, false, -1);	/* method 0 */
 	raw_expect_dispatch_error(r, 3);
-	raw_invoke(r, 4, 1, 9, &req, false, -1);	/* past the table */
+	raw_invoke(r, 4, 1, M_PACED + 1, &req, false, -1);	/* past the table */
 	raw_expect_dispatch_error(r, 4);
 	raw_invoke(r, 5, 2, 2, &req, false, -1);	/* OtherService has 1 */
 	raw_expect_dispatch_error(r, 5);
@@ -1004,6 +1065,46 @@ static void test_slow_reader_is_disconnected(void **state)
 	atomic_store(&srv.send_limit, 0);
 	raw_expect_eof(r);
 	raw_close(r);
+}
+
+static void test_paced_stream_follows_the_reader(void **state)
+{
+	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
+	int before, done;
+	struct raw *r;
+
+	(void)state;
+	settle(&srv);
+	before = atomic_load(&srv.disconnects);
+	done = atomic_load(&srv.paced_done);
+	/* 8 MB through a 256 KiB send bound: only pacing gets it through. */
+	atomic_store(&srv.send_limit, 256 << 10);
+	r = raw_connect(srv.path);
+	req.has_count = req.has_size = 1;
+	req.count = 200;
+	req.size = 40000;
+	raw_invoke(r, 1, 1, M_PACED, &req, false, -1);
+	for (uint32_t i = 0; i < req.count; i++) {
+		IpcFrame *f = raw_expect(r, 1, IMR);
+
+		assert_true(f->msg_invoke_method_reply->success);
+		assert_int_equal(f->msg_invoke_method_reply->has_more,
+				 i + 1 < req.count);
+		ipc_frame_free(f);
+		if (i % 50 == 0)
+			sleep_ms(2);	/* a slow reader now and then */
+	}
+	wait_for(&srv.paced_done, done + 1);
+	assert_int_equal(atomic_load(&srv.disconnects), before);
+	/* A reader that leaves mid-stream: the pending drain callback runs
+	 * from the close and the stream's state is freed. */
+	req.count = 100000;
+	raw_invoke(r, 2, 1, M_PACED, &req, false, -1);
+	ipc_frame_free(raw_expect(r, 2, IMR));
+	raw_close(r);
+	wait_for(&srv.paced_done, done + 2);
+	wait_for(&srv.disconnects, before + 1);
+	atomic_store(&srv.send_limit, 0);
 }
 
 static void test_send_timeout_disconnects(void **state)
@@ -1660,6 +1761,7 @@ int main(void)
 		cmocka_unit_test(test_fd_with_request_and_unclaimed_fd),
 		cmocka_unit_test(test_fd_with_reply),
 		cmocka_unit_test(test_slow_reader_is_disconnected),
+		cmocka_unit_test(test_paced_stream_follows_the_reader),
 		cmocka_unit_test(test_send_timeout_disconnects),
 		cmocka_unit_test(test_sync_client),
 		cmocka_unit_test(test_sync_stream),
