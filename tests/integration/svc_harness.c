@@ -18,6 +18,8 @@
 
 #define TH_RX_CAP (1u << 18)
 
+uint32_t th_layout = SPN_SMB_PAGE_DIV4;
+
 void th_fail(const char *file, int line, const char *what)
 {
 	fprintf(stderr, "%s:%d: check failed: %s\n", file, line, what);
@@ -295,7 +297,8 @@ unsigned th_prod_write(struct th_prod *p, uint16_t writer,
 		       uint32_t *chunk_id, uint64_t first_ts, unsigned n,
 		       unsigned pad, uint32_t page0, uint32_t pages)
 {
-	const uint32_t layout = SPN_SMB_PAGE_DIV4;
+	const uint32_t layout = th_layout;
+	const uint32_t nchunks = spn_smb_layout_chunks(layout);
 	Perfetto__Protos__CommitDataRequest req =
 		PERFETTO__PROTOS__COMMIT_DATA_REQUEST__INIT;
 	Perfetto__Protos__CommitDataRequest__ChunksToMove mv[256];
@@ -306,7 +309,8 @@ unsigned th_prod_write(struct th_prod *p, uint16_t writer,
 
 	for (uint32_t pg = page0; pg < page0 + pages && written < n; pg++) {
 		spn_smb_try_partition(&p->smb, pg, layout);
-		for (uint32_t ch = 0; ch < 4 && written < n && nmv < 256; ch++) {
+		for (uint32_t ch = 0; ch < nchunks && written < n && nmv < 256;
+		     ch++) {
 			struct spn_smb_chunk_header *h;
 			uint8_t *w, *end;
 			unsigned cnt = 0;

@@ -79,6 +79,9 @@ int th_prod_wait_cmd(struct th_prod *p);
  * connection is gone. */
 bool th_prod_fence(struct th_prod *p);
 
+/* Page layout th_prod_write() partitions pages with (default Div4). */
+extern uint32_t th_layout;
+
 /*
  * Writes n packets (each a TracePacket with timestamp = first_ts + i,
  * and for_testing padding of pad bytes) into chunks of writer `writer`
