@@ -9,6 +9,7 @@
 // stops accepting, then the lanes close their connections.
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -109,6 +110,7 @@ static int svc_lanes_start(struct svc *svc)
 			return -rc;
 		}
 		l->running = true;
+		svc_name_thread(l->thread, "spn-lane", i);
 	}
 	return 0;
 }
@@ -168,6 +170,15 @@ static void svc_listen_on_loop(struct ipc_loop *loop, void *arg, uint64_t u64)
 	atomic_store_explicit(&job->done, true, memory_order_release);
 }
 
+/* Names a thread "<prefix><n>" for top, perf and gdb (best effort). */
+void svc_name_thread(pthread_t t, const char *prefix, unsigned n)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "%s%u", prefix, n);
+	pthread_setname_np(t, name);
+}
+
 static int svc_acceptor_start(struct svc *svc)
 {
 	struct svc_listen_job job = { .svc = svc };
@@ -182,6 +193,7 @@ static int svc_acceptor_start(struct svc *svc)
 		svc->acceptor = NULL;
 		return -rc;
 	}
+	svc_name_thread(svc->acceptor_thread, "spn-accept", 0);
 	rc = ipc_loop_post_wait(svc->acceptor, svc_listen_on_loop, &job, 0,
 				SVC_WAIT_POST_MS);
 	if (rc < 0)

@@ -200,6 +200,9 @@ int svc_consumer_port_register(struct svc *svc, struct ipc_host *h);
 void svc_producer_on_connect(struct svc *svc, struct ipc_conn *c);
 void svc_producer_on_disconnect(struct svc *svc, struct ipc_conn *c);
 
+/* Names a thread "<prefix><n>" (best effort). */
+void svc_name_thread(pthread_t t, const char *prefix, unsigned n);
+
 /* The lane that owns loop (NULL if none). */
 struct svc_lane *svc_lane_of(struct svc *svc, struct ipc_loop *loop);
 
