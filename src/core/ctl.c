@@ -691,5 +691,6 @@ void ctl_destroy(struct ctl *ctl)
 		ctl_producer_free(p);
 	}
 	svc_guard_history_free(&ctl->history);
+	ctl_observe_destroy(ctl);
 	free(ctl);
 }

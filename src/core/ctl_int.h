@@ -152,6 +152,7 @@ struct ctl {
 	bool lanes_gone;		/* lanes stopping: send nothing through them */
 	atomic_bool lanes_detached;	/* lanes_gone was set (svc_stop waits on it) */
 	atomic_bool idle;		/* no session left (shutdown wait) */
+	struct ctl_observe *observe;	/* ObserveEvents streams (ctl_observe.c); NULL until used */
 };
 
 /* ctl.c */
@@ -187,5 +188,49 @@ int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts);
 void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,
 		      struct ipc_reply *reply);
 int ctl_write_file(struct ctl *ctl, struct ctl_session *s);
+
+/* ctl_session.c, for ChangeTraceConfig: creates the instance of data-source
+ * entry idx of s on producer p (ds: its registration), if p matches the
+ * entry's filters; starts it when s is STARTED. */
+void ctl_setup_instance(struct ctl *ctl, struct ctl_session *s, unsigned idx,
+			struct ctl_producer *p, const struct ctl_ds *ds);
+
+/* ctl_query.c: ConsumerPort calls that report or adjust service state. */
+/* QueryServiceState (12): TracingServiceState in chunks (consumer-port.md §9). */
+void ctl_query_service_state(struct ctl *ctl, struct ctl_msg *m);
+/* SaveTraceForBugreport (14): deprecated, always success:false (§11). */
+void ctl_save_trace_for_bugreport(struct ctl_msg *m);
+/* ChangeTraceConfig (7): honours the producer name filters of the session's
+ * data sources (§3); s is the connection's session or NULL. */
+void ctl_change_trace_config(struct ctl *ctl, struct ctl_session *s,
+			     struct ctl_msg *m);
+
+/* ctl_observe.c: ObserveEvents streams (consumer-port.md §8). Events are
+ * batched per consumer and sent at the next turn of the control loop. */
+/* ObserveEvents (11): replaces the connection's stream; s is its session. */
+void ctl_observe_events(struct ctl *ctl, struct ctl_session *s,
+			struct ctl_msg *m);
+/* Instance `in` of s changed state: reports STARTED, and CONFIGURED/STOPPED
+ * as STOPPED, to s's consumer if it observes instances. Call after the
+ * state is stored. */
+void ctl_observe_inst(struct ctl *ctl, const struct ctl_session *s,
+		      const struct ctl_inst *in);
+/* s just recorded all_data_sources_started (once per session). */
+void ctl_observe_all_started(struct ctl *ctl, const struct ctl_session *s);
+/* A CLONE_SNAPSHOT trigger of s fired now: after stop_delay_ms its consumer
+ * gets clone_trigger_hit (if s and the consumer are still there). */
+void ctl_observe_clone_trigger(struct ctl *ctl, const struct ctl_session *s,
+			       const char *trigger, const char *producer,
+			       uid_t producer_uid, uint32_t stop_delay_ms);
+/* The consumer connection (lane, conn_id) is gone: forgets its stream. */
+void ctl_observe_conn_gone(struct ctl *ctl, unsigned lane, uint64_t conn_id);
+/* Frees every stream and pending notification (ctl_destroy; the loop is
+ * already gone, nothing is sent). */
+void ctl_observe_destroy(struct ctl *ctl);
+
+/* ctl_clone.c: CloneSession (15, consumer-port.md §12); cur is the
+ * connection's session or NULL. */
+void ctl_clone_session(struct ctl *ctl, struct ctl_session *cur,
+		       struct ctl_msg *m);
 
 #endif

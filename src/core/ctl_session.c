@@ -207,14 +207,13 @@ static void ctl_inst_start(struct ctl *ctl, struct ctl_session *s,
 	if (!p || in->state != INST_CONFIGURED)
 		return;
 	in->state = in->notify_start ? INST_STARTING : INST_STARTED;
+	ctl_observe_inst(ctl, s, in);
 	ctl_inst_cmd(ctl, p, in, true);
-	(void)s;
 }
 
 /* Creates the instance of data source entry idx on producer p. */
-static void ctl_setup_instance(struct ctl *ctl, struct ctl_session *s,
-			       unsigned idx, struct ctl_producer *p,
-			       const struct ctl_ds *ds)
+void ctl_setup_instance(struct ctl *ctl, struct ctl_session *s, unsigned idx,
+			struct ctl_producer *p, const struct ctl_ds *ds)
 {
 	const Perfetto__Protos__TraceConfig__DataSource *e =
 		s->cfg->data_sources[idx];
@@ -457,8 +456,10 @@ static void ctl_disable(struct ctl *ctl, struct ctl_session *s)
 	ctl_timer_cancel(ctl, &s->trigger_timer);
 	ctl_timer_cancel(ctl, &s->duration_timer);
 	if (s->state == SVC_SESSION_CONFIGURED) {
-		for (unsigned i = 0; i < s->ninst; i++)
+		for (unsigned i = 0; i < s->ninst; i++) {
 			s->inst[i].state = INST_STOPPED;
+			ctl_observe_inst(ctl, s, &s->inst[i]);
+		}
 		ctl_disabled(ctl, s);
 		return;
 	}
@@ -471,6 +472,7 @@ static void ctl_disable(struct ctl *ctl, struct ctl_session *s)
 		if (p)
 			ctl_send_stop(ctl, p, in->id);
 		in->state = p && in->notify_stop ? INST_STOPPING : INST_STOPPED;
+		ctl_observe_inst(ctl, s, in);
 	}
 	if (ctl_all_stopped(s)) {
 		s->state = SVC_SESSION_STOP_WAIT;
@@ -491,8 +493,12 @@ static void ctl_stop_timeout(struct ipc_loop *loop, void *arg)
 	(void)loop;
 
 	s->stop_timer = 0;
-	for (unsigned i = 0; i < s->ninst; i++)
+	for (unsigned i = 0; i < s->ninst; i++) {
+		if (s->inst[i].state == INST_STOPPED)
+			continue;
 		s->inst[i].state = INST_STOPPED;
+		ctl_observe_inst(s->ctl, s, &s->inst[i]);
+	}
 	spn_log_warn("ctl", "session %llu: data sources did not ack the stop",
 		     (unsigned long long)s->id);
 	/* ctl is reachable through any buffer's svc; sessions keep one. */
@@ -726,8 +732,10 @@ void ctl_sessions_on_started(struct ctl *ctl, uint16_t id, uint64_t inst)
 		bool all = true;
 
 		if (in && in->state == INST_STARTING &&
-		    s->state == SVC_SESSION_STARTED)
+		    s->state == SVC_SESSION_STARTED) {
 			in->state = INST_STARTED;
+			ctl_observe_inst(ctl, s, in);
+		}
 		for (unsigned i = 0; i < s->ninst; i++)
 			all &= s->inst[i].state == INST_STARTED;
 		if (all && s->state == SVC_SESSION_STARTED &&
@@ -735,6 +743,7 @@ void ctl_sessions_on_started(struct ctl *ctl, uint16_t id, uint64_t inst)
 			s->all_started_sent = true;
 			svc_pkts_record_event(&s->pkts,
 					      SVC_EV_ALL_DATA_SOURCES_STARTED, 0);
+			ctl_observe_all_started(ctl, s);
 		}
 	}
 }
@@ -750,6 +759,7 @@ void ctl_sessions_on_stopped(struct ctl *ctl, uint16_t id, uint64_t inst)
 		if (!in || in->state != INST_STOPPING)
 			continue;
 		in->state = INST_STOPPED;
+		ctl_observe_inst(ctl, s, in);
 		if (s->state == SVC_SESSION_STOP_WAIT && s->stop_timer &&
 		    ctl_all_stopped(s)) {
 			ctl_timer_cancel(ctl, &s->stop_timer);
@@ -763,6 +773,7 @@ static void ctl_inst_gone(struct ctl *ctl, struct ctl_session *s,
 			  struct ctl_inst *in)
 {
 	in->state = INST_STOPPED;
+	ctl_observe_inst(ctl, s, in);
 	for (struct ctl_flush *f = s->flushes; f;) {
 		struct ctl_flush *next = f->next;
 		bool other = false;
@@ -868,6 +879,12 @@ void ctl_sessions_on_triggers(struct ctl *ctl, struct ctl_producer *p,
 							   tr->stop_delay_ms,
 							   ctl_duration_expired,
 							   s, &s->duration_timer);
+				} else if (s->trigger_mode ==
+						   SVC_TRIGGER_CLONE_SNAPSHOT &&
+					   s->state == SVC_SESSION_STARTED) {
+					ctl_observe_clone_trigger(
+						ctl, s, tr->name, p->name,
+						p->cred.uid, tr->stop_delay_ms);
 				}
 			}
 		}
@@ -1195,9 +1212,12 @@ static void ctl_c_free(struct ctl *ctl, struct ctl_session *s,
 				struct ctl_producer *p = ctl_producer_find(
 					ctl, s->inst[i].producer_id);
 
-				if (p && s->inst[i].state != INST_STOPPED)
+				if (s->inst[i].state == INST_STOPPED)
+					continue;
+				if (p)
 					ctl_send_stop(ctl, p, s->inst[i].id);
 				s->inst[i].state = INST_STOPPED;
+				ctl_observe_inst(ctl, s, &s->inst[i]);
 			}
 			s->state = SVC_SESSION_DISABLED;
 		}
@@ -1373,11 +1393,19 @@ static void ctl_c_capabilities(struct ctl_msg *m)
 		PERFETTO__PROTOS__QUERY_CAPABILITIES_RESPONSE__INIT;
 	Perfetto__Protos__TracingServiceCapabilities caps =
 		PERFETTO__PROTOS__TRACING_SERVICE_CAPABILITIES__INIT;
+	Perfetto__Protos__ObservableEvents__Type observable[] = {
+		PERFETTO__PROTOS__OBSERVABLE_EVENTS__TYPE__TYPE_DATA_SOURCES_INSTANCES,
+		PERFETTO__PROTOS__OBSERVABLE_EVENTS__TYPE__TYPE_ALL_DATA_SOURCES_STARTED,
+		PERFETTO__PROTOS__OBSERVABLE_EVENTS__TYPE__TYPE_CLONE_TRIGGER_HIT,
+	};
 
 	caps.has_has_query_capabilities = true;
 	caps.has_query_capabilities = true;
 	caps.has_has_trace_config_output_path = true;
 	caps.has_trace_config_output_path = true;
+	/* has_clone_session stays unset: CloneSession is refused (ctl_clone.c). */
+	caps.n_observable_events = sizeof(observable) / sizeof(observable[0]);
+	caps.observable_events = observable;
 	resp.capabilities = &caps;
 	ipc_reply_send(&m->reply, &resp.base, -1, false);
 }
@@ -1405,9 +1433,8 @@ void ctl_consumer_call(struct ctl *ctl, struct ctl_msg *m)
 	case 6:
 		ctl_c_start(ctl, s, m);
 		break;
-	case 7: /* ChangeTraceConfig: only producer filters are honoured. */
-		ctl_reply_empty(&m->reply,
-				&perfetto__protos__change_trace_config_response__descriptor);
+	case 7:
+		ctl_change_trace_config(ctl, s, m);
 		break;
 	case 8:
 		ctl_c_detach(ctl, s, m);
@@ -1418,13 +1445,22 @@ void ctl_consumer_call(struct ctl *ctl, struct ctl_msg *m)
 	case 10:
 		ctl_c_stats(ctl, s, m);
 		break;
+	case 11:
+		ctl_observe_events(ctl, s, m);
+		break;
+	case 12:
+		ctl_query_service_state(ctl, m);
+		break;
 	case 13:
 		ctl_c_capabilities(m);
 		break;
+	case 14:
+		ctl_save_trace_for_bugreport(m);
+		break;
+	case 15:
+		ctl_clone_session(ctl, s, m);
+		break;
 	default:
-		/* ObserveEvents, QueryServiceState, SaveTraceForBugreport
-		 * and CloneSession are not offered yet: rejected, which
-		 * clients treat as "unsupported". */
 		ipc_reply_reject(&m->reply);
 		break;
 	}
@@ -1434,6 +1470,7 @@ void ctl_consumer_gone(struct ctl *ctl, unsigned lane, uint64_t conn_id)
 {
 	struct ctl_session *s = ctl_session_of(ctl, lane, conn_id);
 
+	ctl_observe_conn_gone(ctl, lane, conn_id);
 	if (!s)
 		return;
 	s->has_enable_reply = false;
