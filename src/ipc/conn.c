@@ -128,9 +128,18 @@ static struct ipc_conn *ipc_conn_new(struct ipc_loop *loop, int fd,
 	return c;
 }
 
-/* ---- received file descriptors ---- */
+/* ---- received file descriptors ----
+ *
+ * Which frame an fd belongs to. A sender attaches the fd to the sendmsg
+ * that starts its frame and puts no other frame in that sendmsg (Perfetto
+ * sends one frame per sendmsg; ipc_conn_flush sends an fd frame alone), so
+ * the kernel's skb holding the fd begins with that frame's header and
+ * holds no other frame start. A Unix stream recvmsg may glue earlier skbs
+ * in front of it but stops right after an skb with fds. So the fd belongs
+ * to the last frame that starts within the read it came with: found by
+ * walking the headers from the first unhandled frame. */
 
-/* Drops slot i, keeping the others oldest first. */
+/* Drops slot i, keeping the others in stream order. */
 static void ipc_conn_fd_remove(struct ipc_conn *c, int i)
 {
 	for (; i + 1 < IPC_RX_FDS; i++)
@@ -138,10 +147,32 @@ static void ipc_conn_fd_remove(struct ipc_conn *c, int i)
 	c->rx_fds[IPC_RX_FDS - 1].fd = -1;
 }
 
-/* Records an fd that came with the read of stream bytes [start, end). */
+/* Records fd, which came with the read of stream bytes [start, end);
+ * rx_buf already holds them. */
 static void ipc_conn_fd_add(struct ipc_conn *c, int fd, uint64_t start,
 			    uint64_t end)
 {
+	size_t pos = 0, last = 0, held = (size_t)(end - c->rx_base);
+
+	/* rx_buf[0] is always a frame start. */
+	while (pos < held) {
+		size_t n;
+
+		last = pos;
+		if (held - pos < SPN_IPC_FRAME_HEADER_SIZE)
+			break;
+		n = ipc_frame_wanted(c->rx_buf + pos, held - pos);
+		if (n > SPN_IPC_BUFFER_SIZE)
+			break;	/* oversized: the connection is about to close */
+		pos += n;
+	}
+	if (c->rx_base + last < start) {
+		/* No frame starts in this read: the sender broke the rule. */
+		spn_log_warn(IPC_TAG, "peer pid %d: fd without a frame start, "
+			     "closed", (int)c->cred.pid);
+		close(fd);
+		return;
+	}
 	if (c->rx_fds[IPC_RX_FDS - 1].fd >= 0) {
 		spn_log_warn(IPC_TAG, "peer pid %d: more than %d unclaimed "
 			     "fds, closing the oldest", (int)c->cred.pid,
@@ -152,36 +183,28 @@ static void ipc_conn_fd_add(struct ipc_conn *c, int fd, uint64_t start,
 	for (int i = 0; i < IPC_RX_FDS; i++) {
 		if (c->rx_fds[i].fd < 0) {
 			c->rx_fds[i].fd = fd;
-			c->rx_fds[i].start = start;
-			c->rx_fds[i].end = end;
+			c->rx_fds[i].owner = c->rx_base + last;
 			return;
 		}
 	}
 }
 
-/* Closes the fds no frame starting at `pos` or later can own. */
+/* Closes the fds whose frame was handled without taking them: those
+ * owned by frames starting before pos. */
 static void ipc_conn_fd_expire(struct ipc_conn *c, uint64_t pos)
 {
-	int i = 0;
-
-	while (i < IPC_RX_FDS && c->rx_fds[i].fd >= 0) {
-		if (c->rx_fds[i].end <= pos) {
-			spn_log_debug(IPC_TAG, "peer pid %d: fd taken by no "
-				      "frame, closed", (int)c->cred.pid);
-			close(c->rx_fds[i].fd);
-			ipc_conn_fd_remove(c, i);
-		} else {
-			i++;
-		}
+	while (c->rx_fds[0].fd >= 0 && c->rx_fds[0].owner < pos) {
+		spn_log_debug(IPC_TAG, "peer pid %d: fd taken by no handler, "
+			      "closed", (int)c->cred.pid);
+		close(c->rx_fds[0].fd);
+		ipc_conn_fd_remove(c, 0);
 	}
 }
 
 int ipc_conn_take_fd(struct ipc_conn *c)
 {
-	uint64_t pos = c->rx_frame_start;
-
 	for (int i = 0; i < IPC_RX_FDS && c->rx_fds[i].fd >= 0; i++) {
-		if (c->rx_fds[i].start <= pos && pos < c->rx_fds[i].end) {
+		if (c->rx_fds[i].owner == c->rx_frame_start) {
 			int fd = c->rx_fds[i].fd;
 
 			ipc_conn_fd_remove(c, i);
@@ -347,10 +370,10 @@ void ipc_conn_recv_done(struct ipc_conn *c, int res, unsigned flags)
 		ipc_conn_close(c, 0);
 		return;
 	}
-	if (fd >= 0)
-		ipc_conn_fd_add(c, fd, c->rx_base + c->rx_len,
-				c->rx_base + c->rx_len + (uint64_t)res);
 	c->rx_len += (uint32_t)res;
+	if (fd >= 0)
+		ipc_conn_fd_add(c, fd, c->rx_base + c->rx_len - (uint64_t)res,
+				c->rx_base + c->rx_len);
 	ipc_conn_process_rx(c);
 	ipc_conn_arm_recv(c);
 	ipc_conn_maybe_free(c);
@@ -397,12 +420,13 @@ void ipc_conn_flush(struct ipc_conn *c)
 	}
 	if (c->send_armed || !head || c->state == IPC_CONN_CONNECTING)
 		return;
-	/* An fd-carrying frame starts its own sendmsg, so its fd arrives
-	 * with its first byte (spec §7). */
+	/* A frame with an fd goes alone in its sendmsg: the fd rides on its
+	 * first byte (spec §7) and the receiver can tell which frame it
+	 * belongs to (see "received file descriptors" above). */
 	for (struct ipc_txbuf *b = head;
 	     b && n < IPC_TX_IOV_MAX && total < IPC_TX_BATCH_BYTES;
 	     b = b->next) {
-		if (b != head && b->fd >= 0)
+		if (b != head && (b->fd >= 0 || head->fd >= 0))
 			break;
 		c->tx_iov[n].iov_base = b->data + b->sent;
 		c->tx_iov[n].iov_len = b->len - b->sent;

@@ -84,8 +84,7 @@ enum ipc_conn_state {
 /* A received file descriptor waiting for the frame it came with. */
 struct ipc_rx_fd {
 	int fd;			/* owned, close-on-exec; -1 for an empty slot */
-	uint64_t start;		/* stream offset of the first byte of its read */
-	uint64_t end;		/* stream offset just past that read */
+	uint64_t owner;		/* stream offset of the frame it belongs to */
 };
 
 /* Pending received fds per connection; past it the oldest is closed. */
@@ -267,9 +266,9 @@ int ipc_conn_connect(struct ipc_loop *loop, const char *name,
 int ipc_conn_send(struct ipc_conn *c, struct ipc_txbuf *b);
 
 /*
- * Takes the received fd that may belong to the frame being handled (one
- * whose read began at or before the frame's first byte and ended after
- * it). Returns the fd (caller owns it) or -1. Loop thread, in on_frame.
+ * Takes the fd that came with the frame being handled (see "received file
+ * descriptors" in conn.c). Returns the fd (caller owns it) or -1. Loop
+ * thread, in on_frame.
  */
 int ipc_conn_take_fd(struct ipc_conn *c);
 

@@ -1408,6 +1408,87 @@ static void test_deferred_replies_from_other_threads(void **state)
 	ipc_loop_destroy(loop);
 }
 
+/* A pipelined call that records the reply text and whether an fd came. */
+struct fd_call {
+	const char *want;	/* expected reply text, NULL: a rejection */
+	bool want_fd;		/* an fd should come with the reply */
+	char fd_text[16];	/* what the fd held */
+	int done;		/* callbacks */
+};
+
+static void fd_call_cb(void *arg, struct ipc_client_reply *r)
+{
+	struct fd_call *c = arg;
+	int fd = ipc_client_reply_take_fd(r);
+
+	c->done++;
+	if (!c->want) {
+		assert_int_equal(r->status, -EREMOTEIO);
+	} else {
+		assert_int_equal(r->status, 0);
+		assert_string_equal(((const EchoReply *)r->msg)->text, c->want);
+	}
+	assert_int_equal(fd >= 0, c->want_fd);
+	if (fd >= 0) {
+		assert_true(pread(fd, c->fd_text, sizeof(c->fd_text) - 1, 0) > 0);
+		close(fd);
+	}
+}
+
+/* Calls queued in one turn leave in as few sendmsg calls as possible and
+ * arrive glued in few reads, yet every fd goes to its own frame, both
+ * ways, even when a neighbour's handler asks for one. */
+static void test_fd_ownership_when_pipelined(void **state)
+{
+	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
+	static struct fd_call calls[8];
+	struct async_state st;
+	struct ipc_client *cl;
+	struct ipc_loop *loop;
+	int fa = make_memfd("fd A"), fb = make_memfd("fd B");
+	int done = 0;
+
+	(void)state;
+	memset(calls, 0, sizeof(calls));
+	assert_int_equal(ipc_loop_create(&loop, NULL), 0);
+	cl = async_connect(loop, &st);
+	/* To the host: TakeFd without, with A, without, with B. */
+	calls[0].want = NULL;
+	calls[1].want = "fd A";
+	calls[2].want = NULL;
+	calls[3].want = "fd B";
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(ipc_client_invoke(st.proxy, "TakeFd", &req.base,
+						   i == 1 ? fa : i == 3 ? fb : -1,
+						   0, fd_call_cb, &calls[i],
+						   NULL), 0);
+	/* From the host: Echo, GiveFd, Echo, GiveFd; the Echo callbacks ask
+	 * for an fd too and must get none. */
+	for (int i = 4; i < 8; i++) {
+		req.text = (char *)(i == 5 ? "5" : i == 7 ? "7" : "echo");
+		calls[i].want = i % 2 ? "fd attached" : "echo";
+		calls[i].want_fd = i % 2;
+		assert_int_equal(ipc_client_invoke(st.proxy,
+						   i % 2 ? "GiveFd" : "Echo",
+						   &req.base, -1, 0, fd_call_cb,
+						   &calls[i], NULL), 0);
+	}
+	while (done < 8) {
+		assert_true(ipc_loop_run_once(loop, 100) >= 0);
+		done = 0;
+		for (int i = 0; i < 8; i++)
+			done += calls[i].done;
+	}
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(calls[i].done, 1);
+	assert_string_equal(calls[5].fd_text, "5");
+	assert_string_equal(calls[7].fd_text, "7");
+	close(fa);
+	close(fb);
+	ipc_client_destroy(cl);
+	ipc_loop_destroy(loop);
+}
+
 static void test_peer_gone_fails_each_pending_call_once(void **state)
 {
 	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
@@ -1767,6 +1848,7 @@ int main(void)
 		cmocka_unit_test(test_sync_stream),
 		cmocka_unit_test(test_connect_failures),
 		cmocka_unit_test(test_deferred_replies_from_other_threads),
+		cmocka_unit_test(test_fd_ownership_when_pipelined),
 		cmocka_unit_test(test_peer_gone_fails_each_pending_call_once),
 		cmocka_unit_test(test_reply_handle_of_gone_connection),
 		cmocka_unit_test(test_close_by_id_from_other_thread),

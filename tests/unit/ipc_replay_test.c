@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <linux/sockios.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +25,7 @@
 #include <cmocka.h>
 
 #include "consumer_port.pb-c.h"
+#include "ipc/client.h"
 #include "ipc/frame.h"
 #include "ipc/host.h"
 #include "ipc/loop.h"
@@ -32,7 +36,7 @@
 #define CONSUMER_PORT (&perfetto__protos__consumer_port__descriptor)
 
 static struct ipc_loop *loop;
-static struct ipc_host *producer_host, *consumer_host;
+static struct ipc_host *producer_host, *consumer_host, *fd_host;
 static unsigned handled;	/* handler calls */
 
 static uint8_t *read_file(const char *name, size_t *len)
@@ -368,6 +372,378 @@ static void test_replay_every_split(void **state)
 	}
 }
 
+/* ---- our client against the captured service ---- */
+
+/* What the client saw of one captured call. */
+struct call {
+	uint64_t id;		/* its request id */
+	const char *method;	/* its method */
+	int replies;		/* successful replies */
+	int more;		/* of which has_more */
+	int failures;		/* status < 0 */
+	int fds;		/* fds taken */
+	int cmds[8];		/* GetAsyncCommand: cmd_case per reply */
+};
+
+static struct ipc_proxy *bound;
+
+static void client_bind_cb(void *arg, struct ipc_proxy *p, int status)
+{
+	(void)arg;
+	assert_int_equal(status, 0);
+	bound = p;
+}
+
+static void client_reply_cb(void *arg, struct ipc_client_reply *r)
+{
+	struct call *c = arg;
+	int fd;
+
+	if (r->status) {
+		c->failures++;
+		return;
+	}
+	if (!strcmp(c->method, "GetAsyncCommand") && c->replies < 8)
+		c->cmds[c->replies] =
+			((const Perfetto__Protos__GetAsyncCommandResponse *)r->msg)
+				->cmd_case;
+	if (!strcmp(c->method, "InitializeConnection"))
+		assert_true(((const Perfetto__Protos__InitializeConnectionResponse *)
+				     r->msg)->direct_smb_patching_supported);
+	c->replies++;
+	c->more += r->has_more;
+	fd = ipc_client_reply_take_fd(r);
+	if (fd >= 0) {
+		struct stat st;
+
+		assert_int_equal(fstat(fd, &st), 0);
+		assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+		c->fds++;
+		close(fd);
+	}
+}
+
+/* Reads one frame from the raw service side, running the client's loop
+ * meanwhile. */
+static IpcFrame *service_read(int fd, uint8_t *buf, size_t *len)
+{
+	int64_t end = now_ms() + 5000;
+
+	for (;;) {
+		const uint8_t *payload;
+		uint32_t plen;
+		ssize_t r = ipc_frame_scan(buf, *len, &payload, &plen);
+		IpcFrame *f;
+
+		assert_true(r >= 0);
+		if (r > 0) {
+			assert_int_equal(ipc_frame_unpack(payload, plen, &f), 0);
+			memmove(buf, buf + r, *len - (size_t)r);
+			*len -= (size_t)r;
+			return f;
+		}
+		assert_true(ipc_loop_run_once(loop, 1) >= 0);
+		r = recv(fd, buf + *len, SPN_IPC_BUFFER_SIZE - *len, MSG_DONTWAIT);
+		if (r > 0)
+			*len += (size_t)r;
+		assert_true(now_ms() < end);
+	}
+}
+
+/* Sends one captured frame, with fd attached when fd >= 0. */
+static void service_send(int sock, const uint8_t *frame, size_t len, int fd)
+{
+	_Alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(cbuf, 0, sizeof(cbuf));
+		m.msg_control = cbuf;
+		m.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	assert_int_equal(sendmsg(sock, &m, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+/* protobuf-c's canonical bytes of a request, for comparing two encoders
+ * (the reference client pads nested lengths). */
+static size_t canonical(const ProtobufCMessageDescriptor *d,
+			const ProtobufCBinaryData *in, uint8_t *out)
+{
+	ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, in->len,
+							in->data);
+	size_t n;
+
+	assert_non_null(m);
+	n = protobuf_c_message_pack(m, out);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return n;
+}
+
+/*
+ * Our client replays the v14 example producer (conn3): bind, then every
+ * captured call with its arguments and drop_reply flag. A raw service
+ * checks each frame against the capture, answers with the captured
+ * service bytes (the SMB fd riding on the first GetAsyncCommand reply, as
+ * it did), then hangs up.
+ */
+static void test_client_speaks_like_v14_producer(void **state)
+{
+	static struct call calls[32];
+	static uint8_t rbuf[SPN_IPC_BUFFER_SIZE];
+	const Perfetto__Protos__IPCFrame__BindServiceReply *table;
+	char dir[] = "/tmp/spn_replay_XXXXXX", path[64];
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct frames c2s, s2c;
+	size_t len, slen, rlen = 0, ncalls = 0, off;
+	uint8_t *in = read_file("conn3_producer_c2s.bin", &len);
+	uint8_t *out = read_file("conn3_producer_s2c.bin", &slen);
+	struct ipc_client *cl;
+	int lfd, sfd, memfd;
+	bool fd_sent = false;
+	IpcFrame *f;
+
+	(void)state;
+	frames_parse(&c2s, in, len);
+	frames_parse(&s2c, out, slen);
+	table = s2c.f[0]->msg_bind_service_reply;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/producer.sock", dir);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+
+	bound = NULL;
+	assert_int_equal(ipc_client_connect(loop, path, NULL, NULL, &cl), 0);
+	assert_int_equal(ipc_client_bind(cl, PRODUCER_PORT, client_bind_cb,
+					 NULL), 0);
+	assert_true(ipc_loop_run_once(loop, 0) >= 0);	/* connect */
+	sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(sfd >= 0);
+
+	/* The bind, as captured; the captured answer. */
+	f = service_read(sfd, rbuf, &rlen);
+	assert_int_equal(f->request_id, 1);
+	assert_string_equal(f->msg_bind_service->service_name,
+			    c2s.f[0]->msg_bind_service->service_name);
+	ipc_frame_free(f);
+	off = ipc_frame_wanted(out, slen);
+	service_send(sfd, out, off, -1);
+	while (!bound)
+		assert_true(ipc_loop_run_once(loop, 1) >= 0);
+
+	/* Every captured call, by name from the captured method table. */
+	for (size_t i = 1; i < c2s.n; i++) {
+		const Perfetto__Protos__IPCFrame__InvokeMethod *im =
+			c2s.f[i]->msg_invoke_method;
+		const ProtobufCMethodDescriptor *md = NULL;
+		ProtobufCMessage *args;
+		struct call *c = &calls[ncalls++];
+
+		for (size_t k = 0; k < table->n_methods; k++)
+			if (table->methods[k]->id == im->method_id)
+				md = protobuf_c_service_descriptor_get_method_by_name(
+					PRODUCER_PORT, table->methods[k]->name);
+		assert_non_null(md);
+		args = protobuf_c_message_unpack(md->input, NULL,
+						 im->args_proto.len,
+						 im->args_proto.data);
+		assert_non_null(args);
+		c->method = md->name;
+		assert_int_equal(ipc_client_invoke(bound, md->name, args, -1,
+						   im->drop_reply
+							   ? IPC_INVOKE_DROP_REPLY
+							   : 0,
+						   im->drop_reply ? NULL
+								  : client_reply_cb,
+						   c, &c->id), 0);
+		assert_int_equal(c->id, c2s.f[i]->request_id);
+		protobuf_c_message_free_unpacked(args, NULL);
+	}
+	/* The service sees the captured calls. */
+	for (size_t i = 1; i < c2s.n; i++) {
+		const Perfetto__Protos__IPCFrame__InvokeMethod *want =
+			c2s.f[i]->msg_invoke_method, *got;
+		const ProtobufCMethodDescriptor *md =
+			protobuf_c_service_descriptor_get_method_by_name(
+				PRODUCER_PORT, calls[i - 1].method);
+		static uint8_t a[SPN_IPC_BUFFER_SIZE], b[SPN_IPC_BUFFER_SIZE];
+
+		f = service_read(sfd, rbuf, &rlen);
+		got = f->msg_invoke_method;
+		assert_int_equal(f->request_id, c2s.f[i]->request_id);
+		assert_non_null(got);
+		assert_int_equal(got->service_id, want->service_id);
+		assert_int_equal(got->method_id, want->method_id);
+		assert_true(got->has_drop_reply);
+		assert_int_equal(got->drop_reply, want->drop_reply);
+		assert_int_equal(canonical(md->input, &got->args_proto, a),
+				 canonical(md->input, &want->args_proto, b));
+		assert_memory_equal(a, b, canonical(md->input, &want->args_proto,
+						    b));
+		ipc_frame_free(f);
+	}
+	/* The captured answers; the SMB fd with the first GetAsyncCommand. */
+	memfd = memfd_create("perfetto_shmem", MFD_CLOEXEC);
+	assert_true(memfd >= 0);
+	for (size_t i = 1; i < s2c.n; i++) {
+		size_t n = ipc_frame_wanted(out + off, slen - off);
+		bool gac = s2c.f[i]->request_id == 3;
+
+		service_send(sfd, out + off, n, gac && !fd_sent ? memfd : -1);
+		fd_sent |= gac;
+		off += n;
+	}
+	close(memfd);
+	for (int k = 0; k < 20; k++)
+		assert_true(ipc_loop_run_once(loop, 1) >= 0);
+	for (size_t i = 0; i < ncalls; i++) {
+		struct call *c = &calls[i];
+
+		assert_int_equal(c->failures, 0);
+		if (!strcmp(c->method, "InitializeConnection") ||
+		    !strcmp(c->method, "RegisterDataSource")) {
+			assert_int_equal(c->replies, 1);
+			assert_int_equal(c->more, 0);
+		} else if (!strcmp(c->method, "GetAsyncCommand")) {
+			assert_int_equal(c->replies, 5);
+			assert_int_equal(c->more, 5);
+			assert_int_equal(c->fds, 1);
+			assert_int_equal(c->cmds[0],
+					 PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_TRACING);
+			assert_int_equal(c->cmds[1],
+					 PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_DATA_SOURCE);
+			assert_int_equal(c->cmds[2],
+					 PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_START_DATA_SOURCE);
+		} else {
+			assert_int_equal(c->replies, 0);	/* drop_reply */
+		}
+	}
+	/* The service hangs up: the open GetAsyncCommand stream fails once. */
+	close(sfd);
+	for (int k = 0; k < 20; k++)
+		assert_true(ipc_loop_run_once(loop, 1) >= 0);
+	for (size_t i = 0; i < ncalls; i++)
+		assert_int_equal(calls[i].failures,
+				 !strcmp(calls[i].method, "GetAsyncCommand"));
+	assert_false(ipc_client_connected(cl));
+	ipc_client_destroy(cl);
+	close(lfd);
+	unlink(path);
+	rmdir(dir);
+	frames_free(&c2s);
+	frames_free(&s2c);
+	free(in);
+	free(out);
+}
+
+/* Every ProducerPort method: success when its frame brought an fd, a
+ * rejection otherwise. */
+static void reply_if_fd(struct ipc_request *req, const ProtobufCMessage *args,
+			void *ctx)
+{
+	const ProtobufCMessageDescriptor *out = ipc_request_method(req)->output;
+	ProtobufCMessage *m = calloc(1, out->sizeof_message);
+	int fd = ipc_request_take_fd(req);
+
+	(void)args;
+	(void)ctx;
+	assert_non_null(m);
+	protobuf_c_message_init(out, m);
+	if (fd >= 0) {
+		assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+		close(fd);
+		ipc_request_reply(req, m, -1, false);
+	} else {
+		ipc_request_reject(req);
+	}
+	free(m);
+}
+
+/*
+ * Frames sent one sendmsg each, the way Perfetto clients send them, all
+ * written before the host reads: the kernel hands several to one read,
+ * the fd with it. Each fd goes to its own frame and no other.
+ */
+static void test_fd_goes_to_its_own_frame(void **state)
+{
+	struct ipc_peer_cred cred = {.pid = getpid()};
+	ipc_method_fn fns[32];
+	struct frames c2s, ours;
+	size_t len, off = 0, olen;
+	uint8_t *in = read_file("conn3_producer_c2s.bin", &len);
+	uint8_t *out;
+	int sv[2], memfd = memfd_create("smb", MFD_CLOEXEC), n = 0;
+	static const bool with_fd[] = {false, true, false, false, true, false};
+
+	(void)state;
+	for (unsigned i = 0; i < PRODUCER_PORT->n_methods; i++)
+		fns[i] = reply_if_fd;
+	/* Freed in teardown, after the loop: its connection may outlive
+	 * this test by a few turns. */
+	assert_int_equal(ipc_host_create(&fd_host, NULL, NULL), 0);
+	assert_int_equal(ipc_host_add_service(fd_host, PRODUCER_PORT, fns,
+					      NULL), 1);
+	frames_parse(&c2s, in, len);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+			 0);
+	assert_int_equal(ipc_host_adopt(fd_host, loop, sv[1], &cred), 0);
+	/* The captured bind, then InitializeConnection (id 2) and
+	 * GetAsyncCommand (id 3) three times each, fds on some. */
+	off = ipc_frame_wanted(in, len);
+	assert_int_equal(write(sv[0], in, off), (ssize_t)off);
+	for (int round = 0; round < 3; round++) {
+		size_t p = off;
+
+		for (int k = 0; k < 2; k++) {
+			size_t fl = ipc_frame_wanted(in + p, len - p);
+			_Alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+			struct iovec iov = {.iov_base = in + p, .iov_len = fl};
+			struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+
+			if (with_fd[n]) {
+				struct cmsghdr *c;
+
+				memset(cbuf, 0, sizeof(cbuf));
+				m.msg_control = cbuf;
+				m.msg_controllen = sizeof(cbuf);
+				c = CMSG_FIRSTHDR(&m);
+				c->cmsg_level = SOL_SOCKET;
+				c->cmsg_type = SCM_RIGHTS;
+				c->cmsg_len = CMSG_LEN(sizeof(int));
+				memcpy(CMSG_DATA(c), &memfd, sizeof(int));
+			}
+			assert_int_equal(sendmsg(sv[0], &m, 0), (ssize_t)fl);
+			p += fl;
+			n++;
+		}
+	}
+	close(memfd);
+	drain_to_host(sv[0]);
+	olen = collect_replies(sv[0], 7, &out);
+	frames_parse(&ours, out, olen);
+	assert_int_equal(ours.n, 7);
+	for (int i = 0; i < 6; i++) {
+		const IpcFrame *r = ours.f[1 + i];
+
+		assert_int_equal(r->request_id, 2 + (i % 2));
+		assert_int_equal(r->msg_invoke_method_reply->success, with_fd[i]);
+	}
+	close(sv[0]);
+	frames_free(&c2s);
+	frames_free(&ours);
+	free(in);
+	free(out);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -382,6 +758,7 @@ static int teardown(void **state)
 	ipc_loop_destroy(loop);
 	ipc_host_destroy(producer_host);
 	ipc_host_destroy(consumer_host);
+	ipc_host_destroy(fd_host);
 	return 0;
 }
 
@@ -390,6 +767,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_replay_bind_and_requests),
 		cmocka_unit_test(test_replay_every_split),
+		cmocka_unit_test(test_client_speaks_like_v14_producer),
+		cmocka_unit_test(test_fd_goes_to_its_own_frame),
 	};
 	int err = ipc_loop_create(&loop, NULL);
 
