@@ -1126,6 +1126,15 @@ static void ctl_enable(struct ctl *ctl, struct ctl_msg *m)
 		}
 		goto out;
 	}
+	/* A newer EnableTracing on the connection replaces the pending one,
+	 * which is rejected (consumer-port.md §2); this one then fails at
+	 * step 2 with its own reply. */
+	s = ctl_session_of(ctl, m->lane, m->conn_id);
+	if (s && s->has_enable_reply) {
+		ipc_reply_reject(&s->enable_reply);
+		s->has_enable_reply = false;
+	}
+	s = NULL;
 	if (!r->trace_config) {
 		ctl_reply_enable_error(&m->reply, "Missing trace_config");
 		goto out;
