@@ -399,7 +399,10 @@ static void ctl_disabled(struct ctl *ctl, struct ctl_session *s)
 	spn_log_info("ctl", "session %llu disabled",
 		     (unsigned long long)s->id);
 	ctl_reply_disabled(s);
-	if (s->conn_id == 0 && !s->detach_key)
+	/* No consumer (it left, or the session is detached): nobody can read
+	 * it any more, so it goes now (consumer-port.md §6); a file session
+	 * got its final drain above. */
+	if (s->conn_id == 0)
 		ctl_session_free(ctl, s);
 }
 
