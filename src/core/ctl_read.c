@@ -28,12 +28,14 @@ struct rb_writer {
 	uint8_t *buf;			/* encoded ReadBuffersResponse */
 	size_t len;			/* bytes used */
 	size_t counted;			/* data + 16 per slice, as the limit counts */
+	size_t total;			/* reply bytes produced so far */
 	int err;			/* first send error */
 };
 
 static void rb_flush(struct rb_writer *w, bool has_more)
 {
-	int rc = ipc_reply_send_raw(w->reply, w->buf, w->len, -1, has_more);
+	int rc = ipc_reply_send_raw(w->reply, w->len ? w->buf : NULL, w->len,
+				    -1, has_more);
 
 	if (rc < 0 && !w->err)
 		w->err = rc;
@@ -53,6 +55,7 @@ static void rb_slice(struct rb_writer *w, const uint8_t *d, size_t n, bool last)
 	if (last)
 		p = spn_pb_field_bool(p, 2, true);
 	spn_pb_end_nested(slot, p);
+	w->total += (size_t)(p - w->buf) - w->len;
 	w->len = (size_t)(p - w->buf);
 	w->counted += n + RB_SLICE_OVERHEAD;
 }
@@ -139,27 +142,126 @@ static void rb_emit(void *ctx, const uint8_t *d, size_t n)
 	rb_packets(ctx, d, n);
 }
 
-void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,
-		      struct ipc_reply *reply)
-{
-	struct rb_writer w = { .reply = reply };
-	int rc = 1;
-	(void)ctl;
+/*
+ * A ReadBuffers call in progress. It produces about RB_STEP bytes of
+ * replies, then waits (without blocking anybody) until the consumer's lane
+ * has sent all but RB_LOW_WATER of them, so a slow reader never makes the
+ * service buffer a whole trace (consumer-port.md §4: "continues in a
+ * later task"). Control thread, except rb_lane_wait on the lane.
+ */
+struct rb_job {
+	struct ctl *ctl;	/* the control plane */
+	uint64_t session_id;	/* the session read (looked up each step) */
+	unsigned lane;		/* consumer's lane */
+	uint64_t conn_id;	/* consumer's connection */
+	bool conn_gone;		/* the lane found the connection closed */
+	struct rb_writer w;	/* reply packer (holds the reply handle) */
+	struct ipc_reply reply;	/* the ReadBuffers call */
+};
 
-	w.buf = malloc(RB_REPLY_LIMIT + 4096);
-	if (!w.buf) {
-		ipc_reply_reject(reply);
-		return;
-	}
-	if (s && !ctl_read_blocked(s)) {
-		do {
-			rc = ctl_batch(s, RB_BATCH, rb_emit, &w);
-		} while (rc == 0 && !w.err);
+#define RB_STEP (1u << 20)	/* reply bytes produced per step */
+#define RB_LOW_WATER (256u << 10) /* resume when the lane has this little left */
+
+static void rb_job_step(struct rb_job *job);
+
+static void rb_job_free(struct rb_job *job)
+{
+	free(job->w.buf);
+	free(job);
+}
+
+/* ctl: the lane's queue drained (or the connection closed). */
+static void rb_continue(struct ipc_loop *loop, void *arg, uint64_t u64)
+{
+	(void)loop;
+	(void)u64;
+	rb_job_step(arg);
+}
+
+/* Back to ctl from the lane (loop = the lane's). */
+static void rb_lane_drained(struct ipc_loop *loop, void *arg, uint64_t u64)
+{
+	struct rb_job *job = arg;
+	(void)u64;
+
+	if (!ipc_conn_lookup(loop, job->conn_id))
+		job->conn_gone = true;
+	if (ipc_loop_post_wait(job->ctl->loop, rb_continue, job, 0,
+			       SVC_WAIT_POST_MS) < 0)
+		spn_log_error("ctl", "ReadBuffers: control ring full, read lost");
+}
+
+/* On the lane: ask to be told when the consumer has read enough. */
+static void rb_lane_wait(struct ipc_loop *loop, void *arg, uint64_t u64)
+{
+	struct rb_job *job = arg;
+	struct ipc_conn *c = ipc_conn_lookup(loop, job->conn_id);
+	(void)u64;
+
+	if (!c || ipc_conn_notify_drained(c, RB_LOW_WATER, rb_lane_drained,
+					  job, 0) < 0)
+		rb_lane_drained(loop, job, 0);
+}
+
+static void rb_job_step(struct rb_job *job)
+{
+	struct ctl_session *s = NULL;
+	size_t sent0 = job->w.total;
+	int rc = 1;
+
+	for (struct ctl_session *o = job->ctl->sessions; o; o = o->next)
+		if (o->id == job->session_id && !o->dead)
+			s = o;
+	while (s && !job->conn_gone && !job->w.err &&
+	       !ctl_lanes_gone(job->ctl) && job->w.total - sent0 < RB_STEP) {
+		rc = ctl_batch(s, RB_BATCH, rb_emit, &job->w);
+		if (rc != 0)
+			break;
 	}
 	if (rc < 0)
 		spn_log_warn("ctl", "ReadBuffers: %s", strerror(-rc));
-	rb_flush(&w, false);
-	free(w.buf);
+	if (rc == 0 && s && !job->conn_gone && !job->w.err &&
+	    !ctl_lanes_gone(job->ctl)) {
+		/* More to read: send what is packed, wait for the reader. */
+		if (job->w.len)
+			rb_flush(&job->w, true);
+		if (ipc_loop_post_wait(job->ctl->svc->lanes[job->lane].loop,
+				       rb_lane_wait, job, 0,
+				       SVC_WAIT_POST_MS) == 0)
+			return;
+	}
+	/* Nothing may go through a lane that is being destroyed. */
+	if (!ctl_lanes_gone(job->ctl))
+		rb_flush(&job->w, false);
+	rb_job_free(job);
+}
+
+void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,
+		      struct ipc_reply *reply)
+{
+	struct rb_job *job = calloc(1, sizeof(*job));
+
+	if (job)
+		job->w.buf = malloc(RB_REPLY_LIMIT + 4096);
+	if (!job || !job->w.buf) {
+		if (job)
+			free(job);
+		ipc_reply_reject(reply);
+		return;
+	}
+	job->ctl = ctl;
+	job->reply = *reply;
+	job->w.reply = &job->reply;
+	if (!s || ctl_read_blocked(s)) {
+		/* One empty reply, has_more false. */
+		rb_flush(&job->w, false);
+		rb_job_free(job);
+		return;
+	}
+	job->session_id = s->id;
+	job->lane = s->lane;
+	job->conn_id = s->conn_id;
+	rb_job_step(job);
 }
 
 /* --- write_into_file --- */

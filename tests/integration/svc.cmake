@@ -15,3 +15,6 @@ spn_add_test(NAME svc_replay_test
 spn_add_test(NAME svc_hostile_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_hostile_test.c
              LIBS spn_svc_harness TIMEOUT 120)
+spn_add_test(NAME svc_read_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_read_test.c
+             LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
