@@ -187,6 +187,8 @@ int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts);
 /* ctl_read.c */
 void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,
 		      struct ipc_reply *reply);
+/* Drains s into its file: 0; 1 when max_file_size_bytes was reached (the
+ * file is closed then); -errno on a failed write or read. */
 int ctl_write_file(struct ctl *ctl, struct ctl_session *s);
 
 /* ctl_session.c, for ChangeTraceConfig: creates the instance of data-source

@@ -88,8 +88,8 @@ static void rb_packets(struct rb_writer *w, const uint8_t *d, size_t len)
 /* A session that must return nothing (consumer-port.md §4). */
 static bool ctl_read_blocked(const struct ctl_session *s)
 {
-	if (s->file_fd >= 0)
-		return true;
+	if (s->cfg->write_into_file)
+		return true; /* even once its file is closed */
 	if (s->cfg->trigger_config && s->cfg->trigger_config->n_triggers &&
 	    !s->triggered)
 		return true;
@@ -269,13 +269,42 @@ void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,
 struct file_writer {
 	int fd;		/* the trace file */
 	uint64_t bytes;	/* written */
+	uint64_t room;	/* a record is written only while file size + its
+			 * length stays below this (UINT64_MAX: no limit) */
+	bool full;	/* max_file_size_bytes stopped the drain */
 	int err;	/* first write error */
 };
+
+/* How much of the Trace-framed run d[0..n) fits below fw->room: whole
+ * records only (trace-config.md §1.4); sets fw->full at the first that
+ * does not. */
+static size_t file_fit(struct file_writer *fw, const uint8_t *d, size_t n)
+{
+	const uint8_t *p = d, *end = d + n;
+	struct spn_pb_field f;
+
+	if (fw->room == UINT64_MAX)
+		return n;
+	while (p < end) {
+		int k = spn_pb_next_field(p, end, &f);
+
+		if (k <= 0 || fw->bytes + (uint64_t)(p - d) + (uint64_t)k >=
+				      fw->room) {
+			fw->full = true;
+			break;
+		}
+		p += k;
+	}
+	return (size_t)(p - d);
+}
 
 static void file_emit(void *ctx, const uint8_t *d, size_t n)
 {
 	struct file_writer *fw = ctx;
 
+	if (fw->full)
+		return;
+	n = file_fit(fw, d, n);
 	while (n && !fw->err) {
 		ssize_t w = write(fw->fd, d, n);
 
@@ -291,22 +320,42 @@ static void file_emit(void *ctx, const uint8_t *d, size_t n)
 	}
 }
 
+/*
+ * Drains the session into its file. Returns 0; 1 when max_file_size_bytes
+ * was reached (the file is then closed: nothing more is written, the
+ * caller disables the session); or -errno of a failed write or read.
+ */
 int ctl_write_file(struct ctl *ctl, struct ctl_session *s)
 {
-	struct file_writer fw = { .fd = s->file_fd };
+	struct file_writer fw = { .fd = s->file_fd, .room = UINT64_MAX };
 	int rc;
 	(void)ctl;
 
+	if (s->file_fd < 0)
+		return 0;
+	if (s->max_file_bytes)
+		fw.room = s->max_file_bytes > s->file_bytes
+				  ? s->max_file_bytes - s->file_bytes
+				  : 0;
 	if (s->state == SVC_SESSION_DISABLED)
 		svc_pkts_mark_stats_due(&s->pkts);
 	do {
 		rc = ctl_batch(s, FILE_BATCH, file_emit, &fw);
-	} while (rc == 0 && !fw.err);
+	} while (rc == 0 && !fw.err && !fw.full);
 	s->file_bytes += fw.bytes;
 	if (fw.err) {
 		spn_log_error("ctl", "session %llu: trace file write failed: %s",
 			      (unsigned long long)s->id, strerror(-fw.err));
 		return fw.err;
+	}
+	if (fw.full) {
+		spn_log_info("ctl", "session %llu: trace file reached "
+			     "max_file_size_bytes (%llu bytes written)",
+			     (unsigned long long)s->id,
+			     (unsigned long long)s->file_bytes);
+		close(s->file_fd);
+		s->file_fd = -1;
+		return 1;
 	}
 	return rc < 0 ? rc : 0;
 }

@@ -392,8 +392,9 @@ static void ctl_disabled(struct ctl *ctl, struct ctl_session *s)
 	s->state = SVC_SESSION_DISABLED;
 	svc_pkts_record_event(&s->pkts, SVC_EV_TRACING_DISABLED, 0);
 	if (s->file_fd >= 0) {
-		ctl_write_file(ctl, s);
-		close(s->file_fd);
+		ctl_write_file(ctl, s); /* closes the file itself when full */
+		if (s->file_fd >= 0)
+			close(s->file_fd);
 		s->file_fd = -1;
 	}
 	spn_log_info("ctl", "session %llu disabled",
@@ -703,8 +704,8 @@ static void ctl_file_tick(struct ipc_loop *loop, void *arg)
 	s->file_timer = 0;
 	if (s->dead || s->file_fd < 0)
 		return;
-	if (ctl_write_file(s->ctl, s) < 0 ||
-	    (s->max_file_bytes && s->file_bytes >= s->max_file_bytes)) {
+	/* A failed write, or max_file_size_bytes reached: stop. */
+	if (ctl_write_file(s->ctl, s) != 0) {
 		ctl_disable(s->ctl, s);
 		return;
 	}
