@@ -8,6 +8,7 @@
 // connection id), like a session's consumer; its reply handle posts to the
 // consumer's lane. Events queued while one task runs are merged into one
 // ObservableEvents, sent by a zero-delay timer at the next loop turn.
+// Once svc_stop detached the lanes (ctl_lanes_gone) nothing is sent.
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,8 @@ static void obs_send_batch(struct obs_stream *o)
 
 	if (!o->nchanges && !o->all_started && !o->has_hit)
 		return;
+	if (ctl_lanes_gone(o->ctl))
+		goto out; /* svc_stop: nothing goes through a lane any more */
 	if (o->nchanges) {
 		ch = calloc(o->nchanges, sizeof(*ch));
 		chp = calloc(o->nchanges, sizeof(*chp));
@@ -204,7 +207,7 @@ static void obs_close(struct ctl *ctl, struct obs_stream *o, bool send)
 		*pp = o->next;
 	if (o->timer)
 		ipc_loop_timer_cancel(ctl->loop, o->timer);
-	if (send) {
+	if (send && !ctl_lanes_gone(ctl)) {
 		obs_send_batch(o); /* what this task already produced */
 		ipc_reply_send(&o->reply, &resp.base, -1, false);
 	}
