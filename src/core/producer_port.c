@@ -109,12 +109,20 @@ static void pp_scrape(struct svc_producer *p)
 				.chunk_id = info.chunk_id,
 				.uid = p->cred.uid,
 				.pid = p->cred.pid,
-				.nfrags = info.nfrags,
+				/* The producer's count and the whole
+				 * payload: the buffer itself leaves out the
+				 * last fragment of an incomplete chunk
+				 * (trace-buffer.md §2.3; the scrape copy's
+				 * header already counts one less), and
+				 * keeps the size a later commit must match
+				 * (§2.2). */
+				.nfrags = (uint16_t)(info.count +
+						     (info.complete ? 0 : 1)),
 				.flags = info.flags,
 				.complete = info.complete,
 				.payload = p->lane->scratch +
 					   SPN_SMB_CHUNK_HEADER_SIZE,
-				.len = info.used,
+				.len = info.size - SPN_SMB_CHUNK_HEADER_SIZE,
 			};
 			svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
 		}
