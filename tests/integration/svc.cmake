@@ -18,3 +18,6 @@ spn_add_test(NAME svc_hostile_test
 spn_add_test(NAME svc_read_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_read_test.c
              LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
+spn_add_test(NAME svc_producer_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_producer_test.c
+             LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)

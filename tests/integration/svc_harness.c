@@ -147,8 +147,100 @@ static IpcFrame *th_recv(struct th_prod *p)
 	}
 }
 
-void th_prod_connect(struct th_prod *p, const struct th_svc *t,
-		     const char *name, const char *ds_name)
+/* Sends InvokeMethod with an fd attached (SCM_RIGHTS on its first byte). */
+static uint64_t th_invoke_fd(struct th_prod *p, enum th_pmethod method,
+			     const ProtobufCMessage *msg, int fd)
+{
+	IpcFrame f = PERFETTO__PROTOS__IPCFRAME__INIT;
+	Perfetto__Protos__IPCFrame__InvokeMethod im =
+		PERFETTO__PROTOS__IPCFRAME__INVOKE_METHOD__INIT;
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	uint8_t *args = malloc(len + 1);
+	struct ipc_txbuf *tx;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov;
+	struct msghdr mh = { 0 };
+	struct cmsghdr *cm;
+
+	TH_CHECK(args != NULL);
+	protobuf_c_message_pack(msg, args);
+	im.has_service_id = im.has_method_id = im.has_drop_reply = true;
+	im.service_id = 1;
+	im.method_id = method;
+	im.has_args_proto = true;
+	im.args_proto.data = args;
+	im.args_proto.len = len;
+	f.has_request_id = true;
+	f.request_id = p->next_id++;
+	f.msg_case = PERFETTO__PROTOS__IPCFRAME__MSG_MSG_INVOKE_METHOD;
+	f.msg_invoke_method = &im;
+	TH_CHECK(ipc_txbuf_from_frame(&f, -1, &tx) == 0);
+	iov.iov_base = tx->data;
+	iov.iov_len = tx->len;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf;
+	mh.msg_controllen = sizeof(cbuf);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	TH_CHECK(sendmsg(p->fd, &mh, MSG_NOSIGNAL) == (ssize_t)tx->len);
+	free(tx);
+	free(args);
+	return f.request_id;
+}
+
+/* Waits for the reply to request id; returns the frame (caller frees). */
+/* Keeps a command frame met while waiting for something else. */
+static void th_stash(struct th_prod *p, IpcFrame *f)
+{
+	TH_CHECK(p->nstash < TH_STASH);
+	p->stash[p->nstash++] = f;
+}
+
+IpcFrame *th_prod_wait_reply(struct th_prod *p, uint64_t id)
+{
+	for (;;) {
+		IpcFrame *f = th_recv(p);
+
+		if (!f || f->request_id == id)
+			return f;
+		if (f->request_id == p->async_id)
+			th_stash(p, f);
+		else
+			ipc_frame_free(f);
+	}
+}
+
+void th_prod_register(struct th_prod *p, const char *ds_name,
+		      const struct th_prod_opts *o)
+{
+	Perfetto__Protos__RegisterDataSourceRequest reg =
+		PERFETTO__PROTOS__REGISTER_DATA_SOURCE_REQUEST__INIT;
+	Perfetto__Protos__DataSourceDescriptor d =
+		PERFETTO__PROTOS__DATA_SOURCE_DESCRIPTOR__INIT;
+	IpcFrame *f;
+
+	d.name = (char *)ds_name;
+	if (o && o->notify_start) {
+		d.has_will_notify_on_start = true;
+		d.will_notify_on_start = true;
+	}
+	if (o && o->notify_stop) {
+		d.has_will_notify_on_stop = true;
+		d.will_notify_on_stop = true;
+	}
+	reg.data_source_descriptor = &d;
+	f = th_prod_wait_reply(p, th_prod_invoke(p, TH_REG_DS, &reg.base, false));
+	TH_CHECK(f != NULL);
+	ipc_frame_free(f);
+}
+
+int th_prod_connect_ex(struct th_prod *p, const struct th_svc *t,
+		       const char *name, const char *ds_name,
+		       const struct th_prod_opts *o)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	IpcFrame bind = PERFETTO__PROTOS__IPCFRAME__INIT;
@@ -158,11 +250,9 @@ void th_prod_connect(struct th_prod *p, const struct th_svc *t,
 		PERFETTO__PROTOS__INITIALIZE_CONNECTION_REQUEST__INIT;
 	Perfetto__Protos__GetAsyncCommandRequest ga =
 		PERFETTO__PROTOS__GET_ASYNC_COMMAND_REQUEST__INIT;
-	Perfetto__Protos__RegisterDataSourceRequest reg =
-		PERFETTO__PROTOS__REGISTER_DATA_SOURCE_REQUEST__INIT;
-	Perfetto__Protos__DataSourceDescriptor d =
-		PERFETTO__PROTOS__DATA_SOURCE_DESCRIPTOR__INIT;
-	uint64_t reg_id;
+	uint64_t init_id;
+	IpcFrame *f;
+	int used = -1;
 
 	memset(p, 0, sizeof(*p));
 	p->rx = malloc(TH_RX_CAP);
@@ -182,21 +272,53 @@ void th_prod_connect(struct th_prod *p, const struct th_svc *t,
 	init.has_smb_scraping_mode = true;
 	init.smb_scraping_mode =
 		PERFETTO__PROTOS__INITIALIZE_CONNECTION_REQUEST__PRODUCER_SMBSCRAPING_MODE__SMB_SCRAPING_ENABLED;
-	th_prod_invoke(p, TH_INIT, &init.base, false);
-	p->async_id = th_prod_invoke(p, TH_GET_ASYNC, &ga.base, false);
-	d.name = (char *)ds_name;
-	reg.data_source_descriptor = &d;
-	reg_id = th_prod_invoke(p, TH_REG_DS, &reg.base, false);
-	for (;;) {
-		IpcFrame *f = th_recv(p);
-		bool done;
-
-		TH_CHECK(f != NULL);
-		done = f->request_id == reg_id;
-		ipc_frame_free(f);
-		if (done)
-			break;
+	if (o && o->page_hint) {
+		init.has_shared_memory_page_size_hint_bytes = true;
+		init.shared_memory_page_size_hint_bytes = o->page_hint;
 	}
+	if (o && o->size_hint) {
+		init.has_shared_memory_size_hint_bytes = true;
+		init.shared_memory_size_hint_bytes = o->size_hint;
+	}
+	if (o && (o->provided_flag || o->provided_fd >= 0)) {
+		init.has_producer_provided_shmem = true;
+		init.producer_provided_shmem = o->provided_flag;
+	}
+	if (o && o->provided_fd >= 0)
+		init_id = th_invoke_fd(p, TH_INIT, &init.base, o->provided_fd);
+	else
+		init_id = th_prod_invoke(p, TH_INIT, &init.base, false);
+	/* The stream right behind, without waiting (ipc-wire.md §9). */
+	p->async_id = th_prod_invoke(p, TH_GET_ASYNC, &ga.base, false);
+	f = th_prod_wait_reply(p, init_id);
+	TH_CHECK(f != NULL);
+	if (f->msg_case == PERFETTO__PROTOS__IPCFRAME__MSG_MSG_INVOKE_METHOD_REPLY &&
+	    f->msg_invoke_method_reply->success) {
+		Perfetto__Protos__InitializeConnectionResponse *r =
+			perfetto__protos__initialize_connection_response__unpack(
+				NULL, f->msg_invoke_method_reply->reply_proto.len,
+				f->msg_invoke_method_reply->reply_proto.data);
+
+		TH_CHECK(r != NULL);
+		used = r->using_shmem_provided_by_producer;
+		perfetto__protos__initialize_connection_response__free_unpacked(
+			r, NULL);
+	}
+	ipc_frame_free(f);
+	if (used >= 0 && ds_name && !(o && o->no_register))
+		th_prod_register(p, ds_name, o);
+	return used;
+}
+
+void th_prod_connect(struct th_prod *p, const struct th_svc *t,
+		     const char *name, const char *ds_name)
+{
+	TH_CHECK(th_prod_connect_ex(p, t, name, ds_name, NULL) >= 0);
+}
+
+uint64_t th_prod_last_id(const struct th_prod *p)
+{
+	return p->last_id;
 }
 
 void th_prod_close(struct th_prod *p)
@@ -206,6 +328,8 @@ void th_prod_close(struct th_prod *p)
 	close(p->fd);
 	if (p->pending_fd >= 0)
 		close(p->pending_fd);
+	while (p->nstash)
+		ipc_frame_free(p->stash[--p->nstash]);
 	free(p->rx);
 	p->fd = -1;
 }
@@ -228,9 +352,17 @@ static void th_map_smb(struct th_prod *p, int fd, uint32_t page_kb)
 int th_prod_wait_cmd(struct th_prod *p)
 {
 	for (;;) {
-		IpcFrame *f = th_recv(p);
+		IpcFrame *f;
 		Perfetto__Protos__GetAsyncCommandResponse *c;
 		int kind;
+
+		if (p->nstash) {
+			f = p->stash[0];
+			memmove(p->stash, p->stash + 1,
+				--p->nstash * sizeof(p->stash[0]));
+		} else {
+			f = th_recv(p);
+		}
 
 		if (!f)
 			return -1;
@@ -245,11 +377,18 @@ int th_prod_wait_cmd(struct th_prod *p)
 			f->msg_invoke_method_reply->reply_proto.data);
 		TH_CHECK(c != NULL);
 		kind = c->cmd_case;
-		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_TRACING) {
+		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_TRACING &&
+		    c->setup_tracing->has_shared_buffer_page_size_kb) {
 			th_map_smb(p, p->pending_fd,
 				   c->setup_tracing->shared_buffer_page_size_kb);
 			p->pending_fd = -1;
 		}
+		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_START_DATA_SOURCE)
+			p->last_id = c->start_data_source->new_instance_id;
+		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_STOP_DATA_SOURCE)
+			p->last_id = c->stop_data_source->instance_id;
+		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_FLUSH)
+			p->last_id = c->flush->request_id;
 		if (kind == PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_SETUP_DATA_SOURCE) {
 			p->target_buffer = c->setup_data_source->config->target_buffer;
 			p->instance = c->setup_data_source->new_instance_id;
@@ -265,18 +404,12 @@ bool th_prod_fence(struct th_prod *p)
 {
 	Perfetto__Protos__SyncRequest s = PERFETTO__PROTOS__SYNC_REQUEST__INIT;
 	uint64_t id = th_prod_invoke(p, TH_SYNC, &s.base, false);
+	IpcFrame *f = th_prod_wait_reply(p, id);
 
-	for (;;) {
-		IpcFrame *f = th_recv(p);
-		bool done;
-
-		if (!f)
-			return false;
-		done = f->request_id == id;
-		ipc_frame_free(f);
-		if (done)
-			return true;
-	}
+	if (!f)
+		return false;
+	ipc_frame_free(f);
+	return true;
 }
 
 /* Encodes one test packet (timestamp + padding in for_testing). */

@@ -45,6 +45,8 @@ struct th_svc {
 void th_svc_start(struct th_svc *t, unsigned lanes);
 void th_svc_stop(struct th_svc *t);
 
+#define TH_STASH 64	/* commands kept while waiting for a reply */
+
 /* A raw producer connection. */
 struct th_prod {
 	int fd;			/* the socket */
@@ -57,14 +59,41 @@ struct th_prod {
 	struct spn_smb smb;	/* ABI view of it */
 	uint32_t target_buffer;	/* from the last setup_data_source */
 	uint64_t instance;	/* from the last setup_data_source */
+	uint64_t last_id;	/* instance of the last start/stop, or flush id */
 	bool gone;		/* the service closed the connection */
 	int pending_fd;		/* fd received, not yet taken by a frame */
+	IpcFrame *stash[TH_STASH]; /* commands met while waiting for a reply */
+	unsigned nstash;	/* entries in stash */
+};
+
+/* Options of th_prod_connect_ex. */
+struct th_prod_opts {
+	int provided_fd;		/* producer-provided SMB fd, or -1 */
+	bool provided_flag;		/* set producer_provided_shmem */
+	uint32_t page_hint;		/* shared_memory_page_size_hint_bytes */
+	uint32_t size_hint;		/* shared_memory_size_hint_bytes */
+	bool notify_start;		/* descriptor: will_notify_on_start */
+	bool notify_stop;		/* descriptor: will_notify_on_stop */
+	bool no_register;		/* don't register ds_name */
 };
 
 /* Connects, binds, initializes (name), opens the command stream and
  * registers data source ds_name. */
 void th_prod_connect(struct th_prod *p, const struct th_svc *t,
 		     const char *name, const char *ds_name);
+/* The same with options; returns the InitializeConnectionResponse's
+ * using_shmem_provided_by_producer, or -1 if the call was rejected. */
+int th_prod_connect_ex(struct th_prod *p, const struct th_svc *t,
+		       const char *name, const char *ds_name,
+		       const struct th_prod_opts *o);
+/* Registers one more data source; waits for the reply. */
+void th_prod_register(struct th_prod *p, const char *ds_name,
+		      const struct th_prod_opts *o);
+/* Waits for the frame answering request id (NULL: connection closed);
+ * free it with ipc_frame_free. Other frames are skipped. */
+IpcFrame *th_prod_wait_reply(struct th_prod *p, uint64_t id);
+/* Last command's instance id and cmd payload ids (stop/flush). */
+uint64_t th_prod_last_id(const struct th_prod *p);
 void th_prod_close(struct th_prod *p);
 /* Sends InvokeMethod(method, msg); drop_reply as Perfetto's client does. */
 uint64_t th_prod_invoke(struct th_prod *p, enum th_pmethod method,
