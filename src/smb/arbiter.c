@@ -1,0 +1,764 @@
+// SPDX-License-Identifier: Apache-2.0
+// The producer's side of an SMB: page partitioning and chunk search, writer ids, the commit queue and its drain into CommitDataRequests, and reclaiming idle writers' chunks.
+//
+// See arbiter.h for who calls what. The argument for reclaim (stealing a
+// partial chunk from a writer that is between packets) is at the top of
+// include/spindle/trace_writer.h; smb_arbiter_reclaim() below is the I/O
+// thread's half of it, tw_reclaim_ack() in trace_writer.c the writer's.
+#include "smb/arbiter.h"
+
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Chunk size (header included) the default layout aims for, at least. */
+#define SMB_TARGET_CHUNK_SIZE 1000u
+/* Tries on one page word before moving on to the next page. */
+#define SMB_PAGE_TRIES 8u
+/* Tries to mark our own chunk Complete while other chunks of the page
+ * keep changing the word (each failure is someone else's progress). */
+#define SMB_COMPLETE_TRIES 100000u
+/* Stall mode: first back-off sleep, and the longest one. */
+#define SMB_STALL_FIRST_NS 10000L
+#define SMB_STALL_MAX_NS 1000000L
+
+uint32_t smb_arbiter_default_layout(uint32_t page_size)
+{
+	static const uint32_t finest_first[] = {
+		SPN_SMB_PAGE_DIV14, SPN_SMB_PAGE_DIV7, SPN_SMB_PAGE_DIV4,
+		SPN_SMB_PAGE_DIV2,
+	};
+
+	for (size_t i = 0; i < sizeof(finest_first) / sizeof(finest_first[0]); i++)
+		if (spn_smb_chunk_size_for(page_size, finest_first[i]) >=
+		    SMB_TARGET_CHUNK_SIZE)
+			return finest_first[i];
+	return SPN_SMB_PAGE_DIV1;
+}
+
+static long smb_membarrier(int cmd)
+{
+	return syscall(__NR_membarrier, cmd, 0, 0);
+}
+
+int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
+		     const struct smb_arbiter_opts *opts)
+{
+	uint32_t layout, i, nnodes;
+
+	memset(arb, 0, sizeof(*arb));
+	arb->smb = *smb;
+	if (opts)
+		arb->opts = *opts;
+	layout = arb->opts.layout ? arb->opts.layout :
+				    smb_arbiter_default_layout(smb->page_size);
+	if (spn_smb_layout_chunks(layout) == 0 ||
+	    smb->chunk_size[layout] > SPN_SMB_MAX_CHUNK_SIZE ||
+	    smb->chunk_size[layout] < SPN_SMB_CHUNK_HEADER_SIZE + 2 * SPN_TW_MIN_ROOM)
+		return -EINVAL;
+	if (arb->opts.max_writer_id == 0 || arb->opts.max_writer_id > SPN_SMB_MAX_WRITER_ID)
+		arb->opts.max_writer_id = SPN_SMB_MAX_WRITER_ID;
+	arb->layout = layout;
+	arb->adaptive = arb->opts.layout == 0 && layout != SPN_SMB_PAGE_DIV14;
+	arb->total_chunks = smb->num_pages * spn_smb_layout_chunks(layout);
+	nnodes = smb->num_pages * SPN_SMB_MAX_CHUNKS_PER_PAGE;
+	arb->nodes = calloc(nnodes, sizeof(*arb->nodes));
+	arb->writers = calloc(arb->opts.max_writer_id + 1u, sizeof(*arb->writers));
+	arb->id_used = calloc(arb->opts.max_writer_id + 1u, 1);
+	if (!arb->nodes || !arb->writers || !arb->id_used) {
+		free(arb->nodes);
+		free(arb->writers);
+		free(arb->id_used);
+		return -ENOMEM;
+	}
+	for (i = 0; i < nnodes; i++) {
+		arb->nodes[i].q.kind = SMB_Q_CHUNK;
+		arb->nodes[i].page = i / SPN_SMB_MAX_CHUNKS_PER_PAGE;
+		arb->nodes[i].chunk = i % SPN_SMB_MAX_CHUNKS_PER_PAGE;
+	}
+	atomic_init(&arb->head, NULL);
+	atomic_init(&arb->live_writers, 0);
+	arb->next_writer_id = 1;
+	pthread_mutex_init(&arb->lock, NULL);
+	/* Registering is per process and idempotent; without it (old kernel,
+	 * seccomp) the writers pay a seq_cst store per packet instead. */
+	arb->membarrier = !arb->opts.force_heavy_fence &&
+			  smb_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+	return 0;
+}
+
+/* Frees the writers whose GONE node is still queued (the drain never saw
+ * it). */
+static void smb_free_retired(struct smb_qnode *q)
+{
+	while (q) {
+		struct smb_qnode *next = q->next;
+
+		if (q->kind == SMB_Q_WRITER_GONE) {
+			struct spn_tw *tw = ((struct smb_writer_node *)q)->tw;
+
+			free(tw->spare);
+			free(tw);
+		}
+		q = next;
+	}
+}
+
+void smb_arbiter_destroy(struct smb_arbiter *arb)
+{
+	uint32_t id;
+
+	smb_free_retired(arb->carry);
+	/* Relaxed: no writer may run any more. */
+	smb_free_retired(atomic_load_explicit(&arb->head, memory_order_relaxed));
+	for (id = 1; arb->writers && id <= arb->opts.max_writer_id; id++) {
+		if (arb->writers[id]) {
+			free(arb->writers[id]->spare);
+			free(arb->writers[id]);
+		}
+	}
+	for (id = 0; arb->nodes && id < arb->smb.num_pages * SPN_SMB_MAX_CHUNKS_PER_PAGE; id++)
+		free(arb->nodes[id].patches);
+	free(arb->writers);
+	free(arb->id_used);
+	free(arb->nodes);
+	pthread_mutex_destroy(&arb->lock);
+	memset(arb, 0, sizeof(*arb));
+}
+
+/* ---- Writers ------------------------------------------------------------ */
+
+static void smb_push(struct smb_arbiter *arb, struct smb_qnode *q);
+
+int smb_arbiter_create_writer(struct smb_arbiter *arb, uint32_t target_buffer,
+			      struct spn_tw **out)
+{
+	size_t size = sizeof(struct spn_tw) + 2 * sizeof(struct smb_writer_node);
+	struct spn_tw *tw;
+	uint32_t id = 0, i, max = arb->opts.max_writer_id;
+
+	if (target_buffer == 0 || target_buffer > UINT16_MAX)
+		return -EINVAL;
+	size = (size + 63u) & ~(size_t)63u;
+	tw = aligned_alloc(64, size);
+	if (!tw)
+		return -ENOMEM;
+	memset(tw, 0, size);
+	pthread_mutex_lock(&arb->lock);
+	/* Round robin: an id comes back only after all others were used. */
+	for (i = 0; i < max; i++) {
+		uint32_t cand = (arb->next_writer_id - 1u + i) % max + 1u;
+
+		if (!arb->id_used[cand]) {
+			id = cand;
+			break;
+		}
+	}
+	if (id == 0) {
+		pthread_mutex_unlock(&arb->lock);
+		free(tw);
+		return -EMFILE;
+	}
+	arb->next_writer_id = id % max + 1u;
+	if (id > arb->hi_writer_id)
+		arb->hi_writer_id = id;
+	arb->id_used[id] = 1;
+	arb->writers[id] = tw;
+	arb->nwriters++;
+	atomic_fetch_add_explicit(&arb->live_writers, 1, memory_order_relaxed);
+
+	tw->arb = arb;
+	tw->writer_id = (uint16_t)id;
+	tw->target_buffer = target_buffer;
+	tw->heavy_fence = !arb->membarrier;
+	tw->hdr = (struct spn_smb_chunk_header *)(void *)tw->scratch;
+	tw->cur = tw->end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+	/* Spread writers over the SMB so they do not all fight over page 0. */
+	tw->page_hint = (uint32_t)(((uint64_t)id * 2654435761u) % arb->smb.num_pages);
+	tw->wnodes = (struct smb_writer_node *)(void *)(tw + 1);
+	tw->wnodes[0].q.kind = SMB_Q_WRITER_ADD;
+	tw->wnodes[0].tw = tw;
+	tw->wnodes[1].q.kind = SMB_Q_WRITER_GONE;
+	tw->wnodes[1].tw = tw;
+	/* Announced before any of its chunks can be queued. */
+	smb_push(arb, &tw->wnodes[0].q);
+	pthread_mutex_unlock(&arb->lock);
+	*out = tw;
+	return 0;
+}
+
+void smb_arbiter_retire_writer_w(struct smb_arbiter *arb, struct spn_tw *tw)
+{
+	pthread_mutex_lock(&arb->lock);
+	arb->writers[tw->writer_id] = NULL;
+	arb->nwriters--;
+	atomic_fetch_sub_explicit(&arb->live_writers, 1, memory_order_relaxed);
+	pthread_mutex_unlock(&arb->lock);
+	/* After its last chunk; the drain frees tw and the id. */
+	smb_push(arb, &tw->wnodes[1].q);
+}
+
+/* ---- Chunks ------------------------------------------------------------- */
+
+/* Mask of the chunks of a page word (in `nchunks` chunks) that are Free:
+ * one bit at the even position 2i for each free chunk i. */
+static uint32_t smb_free_mask(uint32_t word, uint32_t nchunks)
+{
+	uint32_t valid = (uint32_t)((1ull << (2u * nchunks)) - 1u) & 0x05555555u;
+
+	return ~(word | (word >> 1)) & valid;
+}
+
+/*
+ * True when the node of a chunk we just took is IDLE, i.e. the drain is
+ * done with its previous use; then it is ours to fill.
+ */
+static bool smb_node_idle(struct smb_arbiter *arb, uint32_t page, uint32_t chunk)
+{
+	struct smb_chunk_node *node = smb_arbiter_node(arb, page, chunk);
+
+	/* Acquire: pairs with the drain's release store of IDLE, so its reads
+	 * of the node's fields are done before we rewrite them. */
+	return (atomic_load_explicit(&node->state, memory_order_acquire) & 0xFF) ==
+	       SMB_NODE_IDLE;
+}
+
+/* Layout for a page being partitioned now (see the top of arbiter.h). */
+static uint32_t smb_pick_layout(struct smb_arbiter *arb)
+{
+	/* Relaxed: a hint; a stale count only picks the other layout once. */
+	if (arb->adaptive &&
+	    atomic_load_explicit(&arb->live_writers, memory_order_relaxed) * 2u >
+		    arb->total_chunks) {
+		atomic_fetch_add_explicit(&arb->stats.pages_fine, 1, memory_order_relaxed);
+		return SPN_SMB_PAGE_DIV14;
+	}
+	atomic_fetch_add_explicit(&arb->stats.pages_coarse, 1, memory_order_relaxed);
+	return arb->layout;
+}
+
+/* A chunk just won: check its node and give it a patch block if needed.
+ * Returns false (chunk given up) if the node is still queued. */
+static bool smb_claim_node(struct smb_arbiter *arb, struct spn_tw *tw,
+			   const struct smb_loc *loc, bool carries_patches)
+{
+	struct smb_chunk_node *node = smb_arbiter_node(arb, loc->page, loc->chunk);
+
+	if (!smb_node_idle(arb, loc->page, loc->chunk)) {
+		/* The service freed a chunk we never committed: keep away
+		 * from its node (it is in the queue). */
+		smb_arbiter_complete(arb, loc->page, loc->chunk);
+		atomic_fetch_add_explicit(&arb->stats.abi_errors, 1, memory_order_relaxed);
+		return false;
+	}
+	if (carries_patches && !node->patches) {
+		node->patches = tw->spare;
+		tw->spare = NULL;
+	}
+	return true;
+}
+
+/* One pass over the pages from tw->page_hint. Returns 0 or -ENOSPC. */
+static int smb_scan(struct smb_arbiter *arb, struct spn_tw *tw, uint32_t chunk_id,
+		    uint16_t packets, bool carries_patches, struct smb_loc *loc)
+{
+	uint32_t n = arb->smb.num_pages, i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t page = tw->page_hint + i, tries;
+
+		if (page >= n)
+			page -= n;
+		for (tries = 0; tries < SMB_PAGE_TRIES; tries++) {
+			/* Relaxed: the CASes below decide. */
+			uint32_t w = spn_smb_page_load(&arb->smb, page, memory_order_relaxed);
+			uint32_t layout = spn_smb_word_layout(w), nch, free_mask, c;
+			int r;
+
+			if (w == 0) {
+				r = spn_smb_try_partition(&arb->smb, page,
+							  smb_pick_layout(arb));
+				if (r != 0 && r != -EBUSY)
+					break;
+				continue;
+			}
+			nch = spn_smb_layout_chunks(layout);
+			if (nch == 0)
+				break;
+			free_mask = smb_free_mask(w, nch);
+			if (!free_mask)
+				break;
+			c = (uint32_t)__builtin_ctz(free_mask) / 2u;
+			r = spn_smb_try_acquire_write(&arb->smb, page, layout, c,
+						      tw->writer_id, chunk_id, packets,
+						      &loc->hdr);
+			if (r == -EINVAL)
+				break;
+			if (r != 0)
+				continue;
+			loc->page = page;
+			loc->chunk = c;
+			loc->layout = layout;
+			if (!smb_claim_node(arb, tw, loc, carries_patches))
+				continue;
+			tw->page_hint = page;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+static uint64_t smb_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
+			  uint32_t chunk_id, uint16_t packets, bool carries_patches,
+			  struct smb_loc *loc)
+{
+	uint64_t deadline;
+	long sleep_ns = SMB_STALL_FIRST_NS;
+
+	if (smb_scan(arb, tw, chunk_id, packets, carries_patches, loc) == 0)
+		return 0;
+	tw->stats.smb_full++;
+	atomic_fetch_add_explicit(&arb->stats.smb_full, 1, memory_order_relaxed);
+	/* The queue may be empty (every chunk sits idle with a writer), so
+	 * nothing else would wake the I/O thread to drain and reclaim. */
+	if (arb->opts.wake)
+		arb->opts.wake(arb->opts.ctx);
+	if (arb->opts.stall_max_us == 0)
+		return -ENOSPC;
+	/* Stall mode (opt-in): the only place a writer sleeps. Wait for the
+	 * I/O thread and the service to free chunks, with a bounded budget. */
+	tw->stats.stalls++;
+	deadline = smb_mono_ns() + (uint64_t)arb->opts.stall_max_us * 1000u;
+	for (;;) {
+		uint64_t now = smb_mono_ns();
+		struct timespec ts;
+
+		if (now >= deadline)
+			return -ENOSPC;
+		if (sleep_ns > (long)(deadline - now))
+			sleep_ns = (long)(deadline - now);
+		ts.tv_sec = 0;
+		ts.tv_nsec = sleep_ns;
+		nanosleep(&ts, NULL);
+		if (smb_scan(arb, tw, chunk_id, packets, carries_patches, loc) == 0)
+			return 0;
+		sleep_ns = sleep_ns * 2 > SMB_STALL_MAX_NS ? SMB_STALL_MAX_NS : sleep_ns * 2;
+	}
+}
+
+int smb_arbiter_complete(struct smb_arbiter *arb, uint32_t page, uint32_t chunk)
+{
+	uint32_t i;
+
+	for (i = 0; i < SMB_COMPLETE_TRIES; i++) {
+		/* Relaxed: the CAS in try_complete re-checks the word. */
+		uint32_t layout = spn_smb_word_layout(
+			spn_smb_page_load(&arb->smb, page, memory_order_relaxed));
+		int r = spn_smb_try_complete(&arb->smb, page, layout, chunk);
+
+		if (r == 0)
+			return 0;
+		if (r != -EAGAIN)
+			break;
+	}
+	/* Only a service that broke the ABI takes our chunk from us. */
+	atomic_fetch_add_explicit(&arb->stats.abi_errors, 1, memory_order_relaxed);
+	return -EBUSY;
+}
+
+/* Any thread: pushes q onto the commit queue. */
+static void smb_push(struct smb_arbiter *arb, struct smb_qnode *q)
+{
+	/* Relaxed: the CAS below re-checks it. */
+	struct smb_qnode *old = atomic_load_explicit(&arb->head, memory_order_relaxed);
+
+	do {
+		q->next = old;
+		/* Release: the node's fields (and, for a chunk, its bytes
+		 * and header) are written before it is reachable; pairs with
+		 * the drain's acquire exchange. */
+	} while (!atomic_compare_exchange_weak_explicit(&arb->head, &old, q,
+							memory_order_release,
+							memory_order_relaxed));
+	if (!old && arb->opts.wake)
+		arb->opts.wake(arb->opts.ctx);
+}
+
+struct smb_chunk_node *smb_arbiter_commit_w(struct smb_arbiter *arb,
+					    uint32_t page, uint32_t chunk,
+					    uint32_t target_buffer,
+					    uint16_t writer_id, uint32_t chunk_id,
+					    bool open_for_patches)
+{
+	struct smb_chunk_node *node = smb_arbiter_node(arb, page, chunk);
+
+	node->target_buffer = target_buffer;
+	node->writer_id = writer_id;
+	if (!open_for_patches)
+		smb_arbiter_complete(arb, page, chunk);
+	/* Relaxed: published by the push's release CAS. */
+	atomic_store_explicit(&node->state,
+			      smb_node_word(writer_id, chunk_id,
+					    open_for_patches ? SMB_NODE_OPEN :
+							       SMB_NODE_QUEUED),
+			      memory_order_relaxed);
+	smb_push(arb, &node->q);
+	return node;
+}
+
+/* ---- Commit storage and drain (I/O thread) ------------------------------ */
+
+int smb_commit_init(struct smb_commit *c)
+{
+	size_t np = SMB_COMMIT_MAX_PATCHES;
+
+	memset(c, 0, sizeof(*c));
+	c->moves = calloc(SMB_COMMIT_MAX_MOVES, sizeof(*c->moves));
+	c->move_ptrs = calloc(SMB_COMMIT_MAX_MOVES, sizeof(*c->move_ptrs));
+	c->entries = calloc(np, sizeof(*c->entries));
+	c->entry_ptrs = calloc(np, sizeof(*c->entry_ptrs));
+	c->patches = calloc(np, sizeof(*c->patches));
+	c->patch_ptrs = calloc(np, sizeof(*c->patch_ptrs));
+	c->patch_data = calloc(np, 4);
+	c->added = calloc(SMB_COMMIT_MAX_WRITER_EVENTS, sizeof(*c->added));
+	c->removed = calloc(SMB_COMMIT_MAX_WRITER_EVENTS, sizeof(*c->removed));
+	if (!c->moves || !c->move_ptrs || !c->entries || !c->entry_ptrs ||
+	    !c->patches || !c->patch_ptrs || !c->patch_data || !c->added ||
+	    !c->removed) {
+		smb_commit_fini(c);
+		return -ENOMEM;
+	}
+	perfetto__protos__commit_data_request__init(&c->req);
+	return 0;
+}
+
+void smb_commit_fini(struct smb_commit *c)
+{
+	free(c->moves);
+	free(c->move_ptrs);
+	free(c->entries);
+	free(c->entry_ptrs);
+	free(c->patches);
+	free(c->patch_ptrs);
+	free(c->patch_data);
+	free(c->added);
+	free(c->removed);
+	memset(c, 0, sizeof(*c));
+}
+
+/* Makes sure a queued chunk is Complete before it is listed: a chunk kept
+ * open for direct patches is claimed from its writer and completed. */
+static void smb_settle(struct smb_arbiter *arb, struct smb_chunk_node *node)
+{
+	/* Acquire: pairs with the writer's release store after a direct patch,
+	 * so the patched bytes are ordered before our Complete CAS. */
+	uint64_t s = atomic_load_explicit(&node->state, memory_order_acquire);
+	unsigned spins = 0;
+
+	for (;;) {
+		uint64_t st = s & 0xFF;
+
+		if (st == SMB_NODE_OPEN) {
+			/* acq_rel: acquire as above; release is moot (the
+			 * writer only learns "not OPEN" from it). */
+			if (atomic_compare_exchange_strong_explicit(
+				    &node->state, &s, (s & ~(uint64_t)0xFF) | SMB_NODE_QUEUED,
+				    memory_order_acq_rel, memory_order_acquire)) {
+				smb_arbiter_complete(arb, node->page, node->chunk);
+				atomic_fetch_add_explicit(&arb->stats.forced_complete, 1,
+							  memory_order_relaxed);
+				return;
+			}
+			continue;
+		}
+		if (st != SMB_NODE_PATCHING)
+			return; /* QUEUED: Complete already */
+		/* PATCHING: the writer is storing 4 bytes; let it finish. */
+		if (++spins > 64)
+			sched_yield();
+		s = atomic_load_explicit(&node->state, memory_order_acquire);
+	}
+}
+
+/* Takes the writers' new nodes (newest first on the stack) and appends
+ * them, oldest first, to the carry list. */
+static void smb_take_queue(struct smb_arbiter *arb)
+{
+	/* Acquire: pairs with the release CAS of every push, so each node's
+	 * fields (and the chunks behind them) are visible. */
+	struct smb_qnode *q = atomic_exchange_explicit(&arb->head, NULL,
+						       memory_order_acquire);
+	struct smb_qnode *fifo = NULL, **tail;
+
+	while (q) {
+		struct smb_qnode *next = q->next;
+
+		q->next = fifo;
+		fifo = q;
+		q = next;
+	}
+	tail = &arb->carry;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = fifo;
+}
+
+/* Chunk bytes of the SMB that are free right now (a snapshot). */
+static uint64_t smb_free_bytes(const struct smb_arbiter *arb)
+{
+	uint64_t n = 0;
+	uint32_t page;
+
+	for (page = 0; page < arb->smb.num_pages; page++) {
+		/* Relaxed: an estimate for the pressure heuristic. */
+		uint32_t w = spn_smb_page_load(&arb->smb, page, memory_order_relaxed);
+		uint32_t layout = spn_smb_word_layout(w);
+
+		if (w == 0)
+			n += arb->smb.page_size - SPN_SMB_PAGE_HEADER_SIZE;
+		else
+			n += (uint64_t)__builtin_popcount(
+				     smb_free_mask(w, spn_smb_layout_chunks(layout))) *
+			     arb->smb.chunk_size[layout];
+	}
+	return n;
+}
+
+/* Bytes of chunk (page, chunk), which we own or are about to hand over. */
+static uint32_t smb_chunk_bytes(const struct smb_arbiter *arb, uint32_t page)
+{
+	/* Relaxed: the layout cannot change while the chunk is not free. */
+	uint32_t w = spn_smb_page_load(&arb->smb, page, memory_order_relaxed);
+
+	return arb->smb.chunk_size[spn_smb_word_layout(w)];
+}
+
+/* Appends the patches riding on `node` to the request, one ChunkToPatch
+ * per run of patches for the same chunk. */
+static void smb_drain_patches(struct smb_commit *c, const struct smb_chunk_node *node)
+{
+	Perfetto__Protos__CommitDataRequest__ChunkToPatch *e = NULL;
+	uint32_t i;
+
+	for (i = 0; i < node->npatches && i < SMB_PATCHES_PER_NODE; i++) {
+		const struct smb_patch *sp = &node->patches[i];
+		Perfetto__Protos__CommitDataRequest__ChunkToPatch__Patch *p =
+			&c->patches[c->npatches];
+		uint8_t *d = &c->patch_data[c->npatches * 4u];
+
+		if (!e || e->chunk_id != sp->chunk_id) {
+			e = &c->entries[c->req.n_chunks_to_patch];
+			perfetto__protos__commit_data_request__chunk_to_patch__init(e);
+			e->has_target_buffer = 1;
+			e->target_buffer = node->target_buffer;
+			e->has_writer_id = 1;
+			e->writer_id = node->writer_id;
+			e->has_chunk_id = 1;
+			e->chunk_id = sp->chunk_id;
+			e->has_has_more_patches = 1;
+			e->patches = &c->patch_ptrs[c->npatches];
+			c->entry_ptrs[c->req.n_chunks_to_patch++] = e;
+		}
+		perfetto__protos__commit_data_request__chunk_to_patch__patch__init(p);
+		p->has_offset = 1;
+		p->offset = sp->offset;
+		memcpy(d, sp->data, 4);
+		p->has_data = 1;
+		p->data.len = 4;
+		p->data.data = d;
+		c->patch_ptrs[c->npatches++] = p;
+		e->n_patches++;
+		e->has_more_patches = sp->more != 0;
+	}
+}
+
+/* Lists chunk node q; false when the request has no room left for it. */
+static bool smb_drain_chunk(struct smb_arbiter *arb, struct smb_commit *c,
+			    struct smb_chunk_node *node, uint64_t *bytes)
+{
+	Perfetto__Protos__CommitDataRequest__ChunksToMove *m;
+
+	if (c->req.n_chunks_to_move >= SMB_COMMIT_MAX_MOVES ||
+	    c->npatches + node->npatches > SMB_COMMIT_MAX_PATCHES)
+		return false;
+	smb_settle(arb, node);
+	m = &c->moves[c->req.n_chunks_to_move];
+	perfetto__protos__commit_data_request__chunks_to_move__init(m);
+	m->has_page = 1;
+	m->page = node->page;
+	m->has_chunk = 1;
+	m->chunk = node->chunk;
+	m->has_target_buffer = 1;
+	m->target_buffer = node->target_buffer;
+	c->move_ptrs[c->req.n_chunks_to_move++] = m;
+	*bytes += smb_chunk_bytes(arb, node->page);
+	smb_drain_patches(c, node);
+	/* Release: our reads of the node are done before the chunk's next
+	 * owner rewrites it; pairs with its acquire load (smb_node_idle). */
+	atomic_store_explicit(&node->state, SMB_NODE_IDLE, memory_order_release);
+	return true;
+}
+
+/* Reports writer node q; false when its list is full. */
+static bool smb_drain_writer(struct smb_arbiter *arb, struct smb_commit *c,
+			     struct smb_writer_node *wn)
+{
+	struct spn_tw *tw = wn->tw;
+
+	if (wn->q.kind == SMB_Q_WRITER_ADD) {
+		if (c->n_added >= SMB_COMMIT_MAX_WRITER_EVENTS)
+			return false;
+		c->added[c->n_added].writer_id = tw->writer_id;
+		c->added[c->n_added++].target_buffer = tw->target_buffer;
+		return true;
+	}
+	if (c->n_removed >= SMB_COMMIT_MAX_WRITER_EVENTS)
+		return false;
+	c->removed[c->n_removed].writer_id = tw->writer_id;
+	c->removed[c->n_removed++].target_buffer = tw->target_buffer;
+	pthread_mutex_lock(&arb->lock);
+	arb->id_used[tw->writer_id] = 0;
+	pthread_mutex_unlock(&arb->lock);
+	/* The writer was retired after its last push; nothing refers to it. */
+	free(tw->spare);
+	free(tw);
+	return true;
+}
+
+int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
+		      uint64_t flush_request_id)
+{
+	uint64_t moved = 0, total;
+
+	perfetto__protos__commit_data_request__init(&c->req);
+	c->req.chunks_to_move = c->move_ptrs;
+	c->req.chunks_to_patch = c->entry_ptrs;
+	c->npatches = 0;
+	c->n_added = 0;
+	c->n_removed = 0;
+	smb_take_queue(arb);
+	while (arb->carry) {
+		struct smb_qnode *q = arb->carry, *next = q->next;
+		bool ok;
+
+		/* `next` is read first: a retired writer's node is freed. */
+		if (q->kind == SMB_Q_CHUNK)
+			ok = smb_drain_chunk(arb, c, (struct smb_chunk_node *)q, &moved);
+		else
+			ok = smb_drain_writer(arb, c, (struct smb_writer_node *)q);
+		if (!ok)
+			break;
+		arb->carry = next;
+	}
+	c->more = arb->carry != NULL;
+	if (flush_request_id && !c->more) {
+		c->req.has_flush_request_id = 1;
+		c->req.flush_request_id = flush_request_id;
+	}
+	atomic_fetch_add_explicit(&arb->stats.chunks_committed, c->req.n_chunks_to_move,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&arb->stats.patches, c->npatches, memory_order_relaxed);
+	/* Pressure: the chunks listed here will be free soon; if even then
+	 * less than half of the SMB is free, the partial chunks held by
+	 * writers between packets are what is missing. */
+	total = (uint64_t)arb->smb.num_pages *
+		(arb->smb.page_size - SPN_SMB_PAGE_HEADER_SIZE);
+	c->pressure = (smb_free_bytes(arb) + moved) * SMB_PRESSURE_DIVISOR < total;
+	if (c->pressure)
+		atomic_fetch_add_explicit(&arb->stats.pressure_rounds, 1,
+					  memory_order_relaxed);
+	return (int)(c->req.n_chunks_to_move + c->req.n_chunks_to_patch + c->n_added +
+		     c->n_removed);
+}
+
+/* ---- Reclaim (I/O thread) ----------------------------------------------- */
+
+/*
+ * The I/O thread's half of the store-load ordering (see trace_writer.h):
+ * membarrier orders every writer's in_packet store before its later reclaim
+ * load. Returns whether it covers writers with light fences; without
+ * membarrier (or if it fails after a successful registration, which it
+ * cannot short of a kernel bug) only heavy writers, whose seq_cst store
+ * pairs with our seq_cst CAS and load, are covered.
+ */
+static bool smb_barrier_all(struct smb_arbiter *arb)
+{
+	return arb->membarrier && smb_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
+}
+
+int smb_arbiter_reclaim(struct smb_arbiter *arb)
+{	uint32_t id, max;
+	int busy = 0;
+	bool covered;	pthread_mutex_lock(&arb->lock);
+	if (arb->nwriters == 0) {
+		pthread_mutex_unlock(&arb->lock);
+		return 0;
+	}
+	max = arb->hi_writer_id;
+	for (id = 1; id <= max; id++) {
+		struct spn_tw *tw = arb->writers[id];
+		uint32_t none = SPN_TW_RECLAIM_NONE;
+
+		if (!tw)
+			continue;
+		/* seq_cst: ordered before the in_packet loads below, by the
+		 * barrier for light writers, by the seq_cst total order for
+		 * heavy ones (their in_packet store is seq_cst too). */
+		atomic_compare_exchange_strong_explicit(&tw->reclaim, &none,
+							SPN_TW_RECLAIM_REQUESTED,
+							memory_order_seq_cst,
+							memory_order_relaxed);
+	}
+	covered = smb_barrier_all(arb);
+	for (id = 1; id <= max; id++) {
+		struct spn_tw *tw = arb->writers[id];
+		uint32_t req = SPN_TW_RECLAIM_REQUESTED;
+
+		if (!tw || atomic_load_explicit(&tw->reclaim, memory_order_relaxed) !=
+				   SPN_TW_RECLAIM_REQUESTED)
+			continue;
+		if (!covered && !tw->heavy_fence) {
+			busy++;
+			continue;
+		}
+		/* seq_cst (so acquire): pairs with the writer's release store
+		 * of 0 at the end of its last packet, so its chunk bytes and
+		 * chunk fields (hdr, page, chunk, ids) are visible; and see
+		 * the CAS above. */
+		if (atomic_load_explicit(&tw->in_packet, memory_order_seq_cst) != 0) {
+			busy++;
+			continue;
+		}
+		/* acq_rel: the writer may have cancelled (REQUESTED -> NONE)
+		 * at its next packet start; only one of us wins. */
+		if (!atomic_compare_exchange_strong_explicit(
+			    &tw->reclaim, &req, SPN_TW_RECLAIM_STEALING,
+			    memory_order_acq_rel, memory_order_relaxed))
+			continue;
+		if (tw->has_chunk) {
+			smb_arbiter_commit_w(arb, tw->page, tw->chunk, tw->target_buffer,
+					     tw->writer_id, tw->chunk_id, false);
+			atomic_fetch_add_explicit(&arb->stats.stolen, 1,
+						  memory_order_relaxed);
+		}
+		/* Release: our reads of the writer's fields happen-before its
+		 * reset; pairs with its acquire load in tw_reclaim_ack(). */
+		atomic_store_explicit(&tw->reclaim, SPN_TW_RECLAIM_STOLEN,
+				      memory_order_release);
+	}
+	pthread_mutex_unlock(&arb->lock);
+	return busy;
+}
