@@ -8,3 +8,9 @@ spn_add_test(NAME sdk_writer_test
                      ${CMAKE_CURRENT_SOURCE_DIR}/unit/sdk_test_service.c
              LIBS spn_smb spn_proto
              TIMEOUT 300)
+spn_add_test(NAME sdk_writer_mt_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/sdk_writer_mt_test.c
+                     ${CMAKE_CURRENT_SOURCE_DIR}/unit/sdk_test_service.c
+             LIBS spn_smb spn_proto
+             LABELS concurrency
+             TIMEOUT 300)
