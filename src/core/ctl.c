@@ -600,7 +600,11 @@ int ctl_start(struct ctl *ctl)
 	int rc = pthread_create(&ctl->thread, NULL, ctl_thread_main, ctl->loop);
 
 	ctl->running = rc == 0;
-	return -rc;
+	if (rc != 0)
+		return -rc;
+	svc_name_thread(ctl->thread, "spn-ctl", 0);
+	/* Threads 1..N-1 of the control plane work for thread 0. */
+	return ctl_workers_start(ctl, ctl->svc->opts.control - 1);
 }
 
 static void ctl_do_shutdown(struct ipc_loop *loop, void *arg, uint64_t u)
@@ -674,6 +678,7 @@ void ctl_stop(struct ctl *ctl)
 {
 	if (!ctl || !ctl->running)
 		return;
+	ctl_workers_stop(ctl);
 	ipc_loop_stop(ctl->loop);
 	pthread_join(ctl->thread, NULL);
 }

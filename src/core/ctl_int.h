@@ -91,6 +91,7 @@ struct ctl_session {
 	struct ctl *ctl;	/* the control plane (for timer callbacks) */
 	uint64_t id;		/* TracingSessionID */
 	bool dead;		/* freed at the next turn; ignore it */
+	bool allocating;	/* a control worker is making its buffers */
 	unsigned lane;		/* consumer's lane */
 	uint64_t conn_id;	/* consumer's connection (0: detached) */
 	uid_t uid;		/* consumer uid */
@@ -183,6 +184,16 @@ void ctl_sessions_on_scraped(struct ctl *ctl, uint64_t token);
 void ctl_sessions_shutdown(struct ctl *ctl);
 /* svc_pkts_stats_fn for session ctx: the session's TraceStats. */
 int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts);
+
+/* ctl_alloc.c: buffers made on a control worker thread */
+int ctl_alloc_buffers(struct ctl *ctl, struct ctl_session *s, char *err,
+		      size_t errlen);
+int ctl_workers_start(struct ctl *ctl, unsigned n);
+void ctl_workers_stop(struct ctl *ctl);
+/* ctl_session.c: the end of EnableTracing, after the buffers */
+void ctl_enable_finish(struct ctl *ctl, struct ctl_session *s);
+void ctl_enable_failed(struct ctl *ctl, struct ctl_session *s,
+		       const char *err);
 
 /* ctl_read.c */
 void ctl_read_buffers(struct ctl *ctl, struct ctl_session *s,

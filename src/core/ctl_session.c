@@ -220,7 +220,10 @@ void ctl_setup_instance(struct ctl *ctl, struct ctl_session *s, unsigned idx,
 	int buf = ctl_ds_buffer(s, e);
 	struct ctl_inst *in;
 
-	if (buf < 0 || !ctl_name_matches(e, p->name))
+	/* While the buffers are being made, ctl_enable_finish sets every
+	 * producer up once they exist. */
+	if (s->allocating || buf < 0 || (unsigned)buf >= s->nbufs ||
+	    !ctl_name_matches(e, p->name))
 		return;
 	if (ctl->lockdown && p->cred.uid != ctl->svc->uid)
 		return;
@@ -973,61 +976,6 @@ static int ctl_guardrails(struct ctl *ctl, struct ctl_msg *m,
 	return rc;
 }
 
-/* Steps 25-26: buffer ids and storage. */
-static int ctl_alloc_buffers(struct ctl *ctl, struct ctl_session *s,
-			     char *err, size_t errlen)
-{
-	unsigned n = (unsigned)s->cfg->n_buffers;
-	uint16_t *ids = calloc(n ? n : 1, sizeof(*ids));
-	uint32_t *sizes = calloc(n ? n : 1, sizeof(*sizes));
-	int rc = -ENOMEM;
-
-	s->bufs = calloc(n ? n : 1, sizeof(*s->bufs));
-	if (!ids || !sizes || !s->bufs) {
-		snprintf(err, errlen, "%s", SVC_GUARD_ERR_BUFFER_OOM);
-		goto out;
-	}
-	rc = svc_guard_assign_buffer_ids(&ctl->bufids, s->cfg, ids, sizes, err,
-					 errlen);
-	if (rc < 0)
-		goto out;
-	for (unsigned i = 0; i < n; i++) {
-		const Perfetto__Protos__TraceConfig__BufferConfig *bc =
-			s->cfg->buffers[i];
-		struct svc_buf *b = calloc(1, sizeof(*b));
-		enum svc_tbuf_policy pol =
-			bc->fill_policy ==
-					PERFETTO__PROTOS__TRACE_CONFIG__BUFFER_CONFIG__FILL_POLICY__DISCARD
-				? SVC_TBUF_DISCARD
-				: SVC_TBUF_RING;
-
-		rc = b ? svc_tbuf_create(sizes[i], pol, ctl->svc->opts.lanes,
-					 SVC_TBUF_PREFAULT, &b->tb)
-		       : -ENOMEM;
-		if (rc < 0) {
-			free(b);
-			/* Free what this loop made, and the ids not yet
-			 * owned by a buffer. */
-			for (unsigned j = i; j < n; j++)
-				svc_bufid_free(&ctl->bufids, ids[j]);
-			snprintf(err, errlen, "%s",
-				 rc == -EINVAL ? SVC_GUARD_ERR_BUFFER_SIZES
-					       : SVC_GUARD_ERR_BUFFER_OOM);
-			goto out;
-		}
-		b->id = ids[i];
-		b->svc = ctl->svc;
-		atomic_init(&b->refs, 1);
-		s->bufs[i] = b;
-		s->nbufs = i + 1;
-	}
-	rc = 0;
-out:
-	free(ids);
-	free(sizes);
-	return rc;
-}
-
 /* Step 24: the write_into_file target. */
 static int ctl_output(struct ctl_session *s, struct ctl_msg *m, char *err,
 		      size_t errlen)
@@ -1170,6 +1118,24 @@ static void ctl_enable(struct ctl *ctl, struct ctl_msg *m)
 		ctl_session_free(ctl, s);
 		goto fail;
 	}
+	/* The rest happens in ctl_enable_finish once the buffers exist
+	 * (made by a control worker thread, see ctl_alloc.c). */
+	goto out;
+fail:
+	spn_log_warn("ctl", "EnableTracing refused: %s", err);
+	ctl_reply_enable_error(&m->reply, err);
+	if (cfg)
+		perfetto__protos__trace_config__free_unpacked(cfg, NULL);
+out:
+	free(cbytes);
+	perfetto__protos__enable_tracing_request__free_unpacked(r, NULL);
+}
+
+/* Steps 27-29, once the session's buffers exist (ctl_alloc.c). */
+void ctl_enable_finish(struct ctl *ctl, struct ctl_session *s)
+{
+	int mode = s->trigger_mode;
+
 	spn_log_info("ctl", "session %llu enabled by uid %u (%u buffers)",
 		     (unsigned long long)s->id, (unsigned)s->uid, s->nbufs);
 	ctl_setup_all(ctl, s);
@@ -1183,15 +1149,17 @@ static void ctl_enable(struct ctl *ctl, struct ctl_msg *m)
 	}
 	if (!s->cfg->deferred_start && mode != SVC_TRIGGER_START_TRACING)
 		ctl_session_start(ctl, s);
-	goto out;
-fail:
+}
+
+/* The buffers could not be made: the consumer gets err, the session goes. */
+void ctl_enable_failed(struct ctl *ctl, struct ctl_session *s,
+		       const char *err)
+{
 	spn_log_warn("ctl", "EnableTracing refused: %s", err);
-	ctl_reply_enable_error(&m->reply, err);
-	if (cfg)
-		perfetto__protos__trace_config__free_unpacked(cfg, NULL);
-out:
-	free(cbytes);
-	perfetto__protos__enable_tracing_request__free_unpacked(r, NULL);
+	if (s->has_enable_reply)
+		ctl_reply_enable_error(&s->enable_reply, err);
+	s->has_enable_reply = false;
+	ctl_session_free(ctl, s);
 }
 
 /* --- the other ConsumerPort calls --- */
