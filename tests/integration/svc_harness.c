@@ -28,6 +28,11 @@ void th_fail(const char *file, int line, const char *what)
 
 void th_svc_start(struct th_svc *t, unsigned lanes)
 {
+	th_svc_start_ex(t, lanes, 1);
+}
+
+void th_svc_start_ex(struct th_svc *t, unsigned lanes, unsigned control)
+{
 	struct svc_opts o = { 0 };
 
 	strcpy(t->dir, "/tmp/spn_svc_XXXXXX");
@@ -37,7 +42,7 @@ void th_svc_start(struct th_svc *t, unsigned lanes)
 	o.producer_socket = t->psock;
 	o.consumer_socket = t->csock;
 	o.lanes = lanes;
-	o.control = 1;
+	o.control = control;
 	TH_CHECK(svc_start(&o, &t->svc) == 0);
 }
 

@@ -42,7 +42,8 @@ struct th_svc {
 	struct svc *svc;	/* the service */
 };
 
-void th_svc_start(struct th_svc *t, unsigned lanes);
+void th_svc_start(struct th_svc *t, unsigned lanes);	/* --control 1 */
+void th_svc_start_ex(struct th_svc *t, unsigned lanes, unsigned control);
 void th_svc_stop(struct th_svc *t);
 
 #define TH_STASH 64	/* commands kept while waiting for a reply */
