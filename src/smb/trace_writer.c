@@ -254,6 +254,30 @@ static void tw_abort_packet(struct spn_tw *tw, uint32_t reason)
 	tw_start_sink(tw, reason);
 }
 
+/* Records the levels whose slots stay behind in the current chunk (gen ==
+ * tw->gen, `nopen` of them) as pending in record `pidx`. */
+static void tw_record_pending(struct spn_tw *tw, int32_t pidx, uint32_t nopen)
+{
+	struct spn_tw_pend *p = &tw->pend[pidx];
+	uint8_t *payload = tw_payload(tw->hdr);
+	uint32_t i;
+
+	p->open = nopen;
+	p->chunk_id = tw->chunk_id;
+	p->hdr = tw->hdr;
+	p->page = tw->page;
+	p->chunk = tw->chunk;
+	for (i = 0; i < tw->depth; i++) {
+		struct spn_tw_level *l = &tw->nest[i];
+
+		if (l->gen != tw->gen)
+			continue;
+		l->pend = pidx;
+		l->offset = (uint32_t)(l->slot - payload);
+		l->start = tw->packet_base + (uint64_t)(l->slot - tw->frag);
+	}
+}
+
 /*
  * The open packet needs more room than the current chunk has: continue it
  * in a new chunk (see the top of the file). While dropping, the scratch
@@ -261,12 +285,11 @@ static void tw_abort_packet(struct spn_tw *tw, uint32_t reason)
  */
 static void tw_next_chunk(struct spn_tw *tw)
 {
-	struct spn_smb_chunk_header *old = tw->hdr;
 	uint16_t packets = spn_smb_packets(1, SPN_SMB_FIRST_CONTINUES);
 	uint32_t i, nopen = 0, npend = 0, frag_len;
+	struct smb_chunk_node *node;
 	int32_t pidx = -1;
 	struct smb_loc loc;
-	uint8_t *payload;
 
 	if (tw->dropping) {
 		for (i = 0; i < tw->depth; i++)
@@ -298,38 +321,19 @@ static void tw_next_chunk(struct spn_tw *tw)
 		tw_abort_packet(tw, SPN_TW_LOSS_SMB_FULL);
 		return;
 	}
-	/* Close the old chunk's fragment with what it holds. */
+	/* Close the old chunk's fragment with what it holds, flag it, and
+	 * queue it (kept BeingWritten for direct patches if sizes are open). */
 	frag_len = (uint32_t)(tw->cur - (tw->frag + SPN_SMB_PACKET_HEADER_SIZE));
 	spn_pb_put_varint4(tw->frag, frag_len);
-	payload = tw_payload(old);
-	if (nopen) {
-		struct spn_tw_pend *p = &tw->pend[pidx];
-
-		p->open = nopen;
-		p->chunk_id = tw->chunk_id;
-		p->hdr = old;
-		p->page = tw->page;
-		p->chunk = tw->chunk;
-		for (i = 0; i < tw->depth; i++) {
-			struct spn_tw_level *l = &tw->nest[i];
-
-			if (l->gen != tw->gen)
-				continue;
-			l->pend = pidx;
-			l->offset = (uint32_t)(l->slot - payload);
-			l->start = tw->packet_base + (uint64_t)(l->slot - tw->frag);
-		}
-	}
-	spn_smb_chunk_set_flags(old, SPN_SMB_LAST_CONTINUES |
-					     (nopen ? SPN_SMB_NEEDS_PATCHING : 0));
-	{
-		struct smb_chunk_node *node = smb_arbiter_commit_w(
-			tw->arb, tw->page, tw->chunk, tw->target_buffer, tw->writer_id,
-			tw->chunk_id, nopen && tw->arb->opts.direct_patching);
-
-		if (nopen)
-			tw->pend[pidx].node = node;
-	}
+	if (nopen)
+		tw_record_pending(tw, pidx, nopen);
+	spn_smb_chunk_set_flags(tw->hdr, SPN_SMB_LAST_CONTINUES |
+						 (nopen ? SPN_SMB_NEEDS_PATCHING : 0));
+	node = smb_arbiter_commit_w(tw->arb, tw->page, tw->chunk, tw->target_buffer,
+				    tw->writer_id, tw->chunk_id,
+				    nopen && tw->arb->opts.direct_patching);
+	if (nopen)
+		tw->pend[pidx].node = node;
 	tw->packet_base += frag_len;
 	tw_use_chunk(tw, &loc, packets);
 	tw->frag = tw->cur;
