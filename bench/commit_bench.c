@@ -5,8 +5,16 @@
 // run, the machine's memcpy bandwidth for chunk-sized copies (the ratio is
 // the headline). Runs for lanes = 1 and 2.
 //
+// Producers work like the SDK: they commit as chunks fill, without waiting
+// for replies, and wait only when their 256 KiB SMB has no free chunk left
+// ("SMB full": in the SDK's default mode that would be a drop, so a service
+// that keeps up shows 0 there). "svc CPU" is the service process's CPU time
+// over wall time (100% = one core busy); the producers are separate
+// processes and not counted.
+//
 // usage: commit_bench [--seconds S] [--producers P]
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,17 +25,23 @@
 #include <unistd.h>
 
 #include "bench_util.h"
+#include "spindle/pb.h"
 #include "svc_harness.h"
 #include "trace_stats.pb-c.h"
 
 #define BUF_KB (64u * 1024u)	/* 64 MiB ring buffer */
 #define PAD 200u		/* packet padding: ~210-byte packets */
+#define BATCH 8u		/* chunks per CommitData (32 KiB) */
 
 /* What one producer process reports through its pipe. */
 struct prod_report {
 	uint64_t chunks;	/* chunks committed */
 	uint64_t packets;	/* packets written */
 	uint64_t bytes;		/* chunk bytes committed */
+	uint64_t full;		/* times no chunk was free (a drop in the SDK's
+				 * default mode; here the producer waits) */
+	uint64_t full_ns;	/* time spent waiting for a free chunk */
+	uint64_t ns;		/* time spent producing */
 };
 
 static double cpu_seconds(void)
@@ -39,37 +53,147 @@ static double cpu_seconds(void)
 	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
-/* A producer process: waits for the go byte, commits for `secs`. */
+/* Encodes one packet (timestamp + for_testing padding) at buf. */
+static size_t bench_packet(uint8_t *buf, uint64_t ts)
+{
+	uint8_t *q = spn_pb_field_varint(buf, 8, ts);
+
+	q = spn_pb_put_key(q, 900, SPN_PB_LEN);
+	q = spn_pb_put_varint(q, PAD);
+	memset(q, 0x5A, PAD);
+	return (size_t)(q + PAD - buf);
+}
+
+/* Sends the pending ChunksToMove entries in one CommitData (no reply). */
+static void bench_commit(struct th_prod *p,
+			 Perfetto__Protos__CommitDataRequest__ChunksToMove **mvp,
+			 unsigned *nmv)
+{
+	Perfetto__Protos__CommitDataRequest req =
+		PERFETTO__PROTOS__COMMIT_DATA_REQUEST__INIT;
+
+	if (!*nmv)
+		return;
+	req.n_chunks_to_move = *nmv;
+	req.chunks_to_move = mvp;
+	th_prod_invoke(p, TH_COMMIT, &req.base, true);
+	*nmv = 0;
+}
+
+/*
+ * Takes the next free chunk of the SMB (one 4 KiB chunk per page, the
+ * layout Perfetto's client library uses), scanning from *page. Returns the
+ * chunk header, or NULL when every chunk is still waiting for the service.
+ */
+static struct spn_smb_chunk_header *bench_take(struct th_prod *p,
+					       uint32_t *page,
+					       uint32_t chunk_id)
+{
+	const uint32_t n = p->smb.num_pages;
+
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t pg = (*page + k) % n;
+		struct spn_smb_chunk_header *h;
+
+		(void)spn_smb_try_partition(&p->smb, pg, SPN_SMB_PAGE_DIV1);
+		if (spn_smb_try_acquire_write(&p->smb, pg, SPN_SMB_PAGE_DIV1,
+					      0, 1, chunk_id, 0, &h) == 0) {
+			*page = pg;
+			return h;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A producer process, shaped like the SDK: waits for the go byte, then for
+ * `secs` fills chunks with ~210-byte packets and commits them BATCH at a
+ * time as they fill (CommitData without reply), never waiting for the
+ * service unless the SMB (default size, 256 KiB) has no free chunk left;
+ * each such moment would be a drop in the SDK's default mode and is
+ * counted, with the time spent waiting for the service to free a chunk.
+ */
 static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
 			  double secs)
 {
+	Perfetto__Protos__CommitDataRequest__ChunksToMove mv[BATCH];
+	Perfetto__Protos__CommitDataRequest__ChunksToMove *mvp[BATCH];
 	struct prod_report r = { 0 };
 	struct th_prod p;
-	uint32_t chunk_id = 0;
-	uint64_t end;
+	uint32_t chunk_id = 0, page = 0;
+	uint64_t t0, end, now;
+	unsigned nmv = 0;
+	uint8_t pkt[PAD + 32];
 	char go;
 
 	if (read(go_fd, &go, 1) != 1)
 		_exit(1);
-	/* One 4 KiB chunk per page, as Perfetto's client library lays out
-	 * its SMB. */
-	th_layout = SPN_SMB_PAGE_DIV1;
 	th_prod_connect(&p, t, "bench", "bench.ds");
 	while (th_prod_wait_cmd(&p) !=
 	       PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_START_DATA_SOURCE)
 		;
-	end = bench_now_ns() + (uint64_t)(secs * 1e9);
-	while (bench_now_ns() < end && !p.gone) {
-		uint32_t before = chunk_id;
+	const uint32_t csize = p.smb.chunk_size[SPN_SMB_PAGE_DIV1];
 
-		r.packets += th_prod_write(&p, 1, &chunk_id, r.packets, 4096,
-					   PAD, 0, p.smb.num_pages);
-		r.chunks += chunk_id - before;
-		r.bytes += (uint64_t)(chunk_id - before) *
-			   p.smb.chunk_size[th_layout];
-		/* Let the service free the pages before reusing them. */
-		th_prod_fence(&p);
+	t0 = now = bench_now_ns();
+	end = t0 + (uint64_t)(secs * 1e9);
+	while (now < end && !p.gone) {
+		struct spn_smb_chunk_header *h = bench_take(&p, &page,
+							    chunk_id);
+		uint8_t *w, *e;
+		unsigned cnt = 0;
+
+		if (!h) {
+			uint64_t w0 = now;
+
+			/* SMB full: flush what is pending, wait for a
+			 * chunk to come back. */
+			bench_commit(&p, mvp, &nmv);
+			r.full++;
+			while (!(h = bench_take(&p, &page, chunk_id)) &&
+			       bench_now_ns() < end)
+				sched_yield();
+			now = bench_now_ns();
+			r.full_ns += now - w0;
+			if (!h)
+				break;
+		}
+		w = spn_smb_chunk_payload(h);
+		e = (uint8_t *)h + csize;
+		for (;;) {
+			size_t len = bench_packet(pkt, r.packets);
+
+			if ((size_t)(e - w) < len + 4)
+				break;
+			spn_pb_put_varint4(w, (uint32_t)len);
+			memcpy(w + 4, pkt, len);
+			w += 4 + len;
+			r.packets++;
+			cnt++;
+		}
+		spn_smb_chunk_set_packets(h, spn_smb_packets(cnt, 0));
+		if (spn_smb_try_complete(&p.smb, page, SPN_SMB_PAGE_DIV1, 0) != 0)
+			_exit(1);
+		perfetto__protos__commit_data_request__chunks_to_move__init(
+			&mv[nmv]);
+		mv[nmv].has_page = mv[nmv].has_chunk = true;
+		mv[nmv].has_target_buffer = true;
+		mv[nmv].page = page;
+		mv[nmv].chunk = 0;
+		mv[nmv].target_buffer = p.target_buffer;
+		mvp[nmv] = &mv[nmv];
+		nmv++;
+		chunk_id++;
+		page++;
+		r.chunks++;
+		r.bytes += csize;
+		if (nmv == BATCH)
+			bench_commit(&p, mvp, &nmv);
+		now = bench_now_ns();
 	}
+	bench_commit(&p, mvp, &nmv);
+	r.ns = now - t0;
+	/* Everything committed has been moved once the fence returns. */
+	th_prod_fence(&p);
 	th_prod_close(&p);
 	if (write(out_fd, &r, sizeof(r)) != sizeof(r))
 		_exit(1);
@@ -109,6 +233,9 @@ struct result {
 	double cpu_per_gb;	/* service CPU seconds per GB */
 	uint64_t stored;	/* bytes_written of the buffer (service view) */
 	uint64_t lost;		/* chunks_discarded + abi violations */
+	uint64_t full;		/* producer found the SMB full (would drop) */
+	double wait_pct;	/* share of producer time spent waiting for it */
+	double cpu_pct;		/* service CPU over wall time (100 = a core) */
 };
 
 static struct result run(unsigned lanes, unsigned nprod, double secs)
@@ -154,6 +281,9 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
 			total.chunks += r.chunks;
 			total.packets += r.packets;
 			total.bytes += r.bytes;
+			total.full += r.full;
+			total.full_ns += r.full_ns;
+			total.ns += r.ns;
 		}
 		waitpid(pids[i], NULL, 0);
 	}
@@ -189,6 +319,9 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
 	res.mbps = total.bytes / 1e6 / ((t1 - t0) / 1e9);
 	res.chunks_per_s = total.chunks / ((t1 - t0) / 1e9);
 	res.cpu_per_gb = total.bytes ? (cpu1 - cpu0) / (total.bytes / 1e9) : 0;
+	res.cpu_pct = 100.0 * (cpu1 - cpu0) / ((t1 - t0) / 1e9);
+	res.full = total.full;
+	res.wait_pct = total.ns ? 100.0 * total.full_ns / total.ns : 0;
 	return res;
 }
 
@@ -220,25 +353,32 @@ int main(int argc, char **argv)
 	printf("commit_bench: %u producer processes x %.1f s, %ld cores; "
 	       "memcpy of 4 KiB chunks: %.0f MB/s\n",
 	       nprod, secs, bench_cores(), mc);
-	printf("%-6s %10s %12s %10s %14s %12s %8s\n", "lanes", "MB/s",
-	       "chunks/s", "vs memcpy", "svc CPU s/GB", "stored MB", "lost");
+	printf("%-6s %10s %12s %10s %14s %8s %10s %8s %10s %6s\n", "lanes",
+	       "MB/s", "chunks/s", "vs memcpy", "svc CPU s/GB", "svc CPU",
+	       "stored MB", "SMB full", "prod wait", "lost");
 	for (unsigned lanes = 1; lanes <= 2; lanes++) {
 		struct result r = run(lanes, nprod, secs);
 
-		printf("%-6u %10.1f %12.0f %9.1f%% %14.3f %12.1f %8llu\n",
+		printf("%-6u %10.1f %12.0f %9.1f%% %14.3f %7.0f%% %10.1f %8llu "
+		       "%9.1f%% %6llu\n",
 		       r.lanes, r.mbps, r.chunks_per_s, 100.0 * r.mbps / mc,
-		       r.cpu_per_gb, r.stored / 1e6,
+		       r.cpu_per_gb, r.cpu_pct, r.stored / 1e6,
+		       (unsigned long long)r.full, r.wait_pct,
 		       (unsigned long long)r.lost);
 		bench_json_result(&j,
 				  "\"lanes\": %u, \"producers\": %u, "
 				  "\"mb_per_s\": %.1f, \"chunks_per_s\": %.0f, "
 				  "\"memcpy_mb_per_s\": %.0f, \"ratio\": %.4f, "
 				  "\"service_cpu_s_per_gb\": %.4f, "
-				  "\"stored_bytes\": %llu, \"lost_chunks\": %llu",
+				  "\"service_cpu_pct\": %.1f, "
+				  "\"stored_bytes\": %llu, \"lost_chunks\": %llu, "
+				  "\"smb_full_events\": %llu, "
+				  "\"producer_wait_pct\": %.2f",
 				  r.lanes, nprod, r.mbps, r.chunks_per_s, mc,
-				  r.mbps / mc, r.cpu_per_gb,
+				  r.mbps / mc, r.cpu_per_gb, r.cpu_pct,
 				  (unsigned long long)r.stored,
-				  (unsigned long long)r.lost);
+				  (unsigned long long)r.lost,
+				  (unsigned long long)r.full, r.wait_pct);
 	}
 	return bench_json_close(&j) < 0;
 }
