@@ -7,6 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "core/service.h"
 #include "ipc/log.h"
@@ -28,6 +32,40 @@ static void usage(FILE *f)
 		"  --log-level LEVEL       error, warn, info (default) or debug\n"
 		"  --version               print the version\n"
 		"  --help                  this text\n");
+}
+
+/*
+ * Refuses a socket path another live service listens on, or that is not a
+ * socket at all; a stale socket (nobody listening) is replaced when the
+ * service binds. Abstract names (@...) have no file. Returns 0 or -1.
+ */
+static int check_socket_path(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, rc;
+
+	if (path[0] == '@' || lstat(path, &st) != 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		fprintf(stderr, "spindled: %s exists and is not a socket; "
+				"not replacing it\n", path);
+		return -1;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return 0; /* svc_start reports the length */
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	if (rc == 0) {
+		fprintf(stderr, "spindled: another service is listening on %s\n",
+			path);
+		return -1;
+	}
+	return 0;
 }
 
 /* Parses a count in 1..max; -1 when invalid. */
@@ -121,6 +159,9 @@ int main(int argc, char **argv)
 		so.producer_socket = ipc_default_socket(true, pbuf, sizeof(pbuf));
 	if (!so.consumer_socket)
 		so.consumer_socket = ipc_default_socket(false, cbuf, sizeof(cbuf));
+	if (check_socket_path(so.producer_socket) < 0 ||
+	    check_socket_path(so.consumer_socket) < 0)
+		return 1;
 	spn_log_init();
 	spn_log_set_level(level);
 	/* Signals are taken by sigwait below, on this thread only. */
