@@ -174,6 +174,15 @@ struct tb_lane_seq {
 	uint16_t writer_id;	/* key */
 	uint32_t newest;	/* newest chunk id stored (modular order) */
 	bool valid;		/* newest is set (a chunk was stored) */
+	uint32_t last_id;	/* chunk id of the record stored last */
+	uint64_t last_loc;	/* where that record is (tb_loc_pack; a
+				 * relocation of it moves this too), 0 = none */
+};
+
+/* One lane index entry not yet in the lane's ck_ht (tbuf_lane.c). */
+struct tb_ient {
+	uint64_t key;		/* (producer, writer, chunk) */
+	uint64_t loc;		/* tb_loc_pack() of the record */
 };
 
 #define TB_SERIAL_LANE_SHIFT 56
@@ -190,7 +199,12 @@ struct tb_lane {
 	_Atomic uint64_t published; /* counter of the last record published:
 				 * lane stores (release) after seg->used, the
 				 * reader loads (acquire) before scanning */
-	ck_ht_t chunks;		/* (producer, writer, chunk) -> location */
+	ck_ht_t chunks;		/* (producer, writer, chunk) -> location, for
+				 * every entry older than those in log */
+	struct tb_ient *log;	/* newer entries, in the order they were made;
+				 * moved into chunks before a lookup there */
+	uint32_t log_n;		/* entries in log */
+	uint32_t log_cap;	/* entries allocated */
 	ck_ht_t seqs;		/* (producer, writer) -> struct tb_lane_seq * */
 	bool chunks_init;	/* chunks was initialised */
 	bool seqs_init;		/* seqs was initialised */

@@ -3,12 +3,24 @@
 // scraped chunks and patches (trace-buffer.md §2, §3), and the lane's index.
 //
 // Everything here runs on the thread of lane `lane` only. The lane's index
-// (two ck_ht tables) is private to it: (producer, writer, chunk) -> where
-// the record is, and (producer, writer) -> newest chunk id. Index entries
-// are validated on use (the segment generation, then the record header) and
-// swept when the table doubles, so eviction by other lanes needs no
-// notification. Payload rewrites take the record's WRITING bit, or copy the
-// record if a reader holds it (see tbuf.c).
+// is private to it: (producer, writer, chunk) -> where the record is, and
+// (producer, writer) -> newest chunk id and where the last stored record
+// is. Index entries are validated on use (the segment generation, then the
+// record header), so eviction by other lanes needs no notification.
+// Payload rewrites take the record's WRITING bit, or copy the record if a
+// reader holds it (see tbuf.c).
+//
+// Lookups are rare (re-commits of scraped chunks, patches) and most chunks
+// are evicted without ever being looked up, so a commit does not hash: it
+// appends (key, location) to the lane's log, a plain array. A lookup first
+// tries the sequence's last stored record (patches and re-commits nearly
+// always want the chunk just committed), and only otherwise moves the log
+// into the ck_ht (in order, so the newest entry of a key wins) and looks
+// there. A full log drops the entries of evicted segments; if it is still
+// more than half full it doubles, and if that cannot be had it is moved
+// into the ck_ht. The ck_ht is swept when it doubles. Either way the work
+// is O(1) per commit amortised, and memory is bounded by the records the
+// buffer holds, not by the chunks ever written.
 #include "core/tbuf_int.h"
 
 #include <errno.h>
@@ -18,6 +30,7 @@
 
 #define TB_SWEEP_MIN 4096u	/* smallest chunk-index size that triggers a sweep */
 #define TB_HT_SEED 0x5eedu	/* ck_ht hash seed (lane-private tables) */
+#define TB_LOG_MIN 256u		/* smallest index log (entries) */
 
 static void *tb_ck_malloc(size_t size)
 {
@@ -62,6 +75,12 @@ int tb_lane_init(struct svc_tbuf *b, struct tb_lane *l)
 		cap = 1u << 20;
 	l->cur = -1;
 	l->sweep_at = cap / 2 > TB_SWEEP_MIN ? cap / 2 : TB_SWEEP_MIN;
+	/* The log holds as many entries as the ck_ht is sized for: twice
+	 * the lane's share of 4 KiB chunks. */
+	l->log_cap = cap > TB_LOG_MIN ? (uint32_t)cap : TB_LOG_MIN;
+	l->log = svc_mem_malloc((size_t)l->log_cap * sizeof(*l->log));
+	if (!l->log)
+		return -ENOMEM;
 	if (!ck_ht_init(&l->chunks, CK_HT_MODE_DIRECT, NULL, &tb_ck_allocator,
 			cap, TB_HT_SEED))
 		return -ENOMEM;
@@ -88,12 +107,16 @@ void tb_lane_fini(struct tb_lane *l)
 		ck_ht_destroy(&l->chunks);
 		l->chunks_init = false;
 	}
+	svc_mem_free(l->log);
+	l->log = NULL;
+	l->log_n = l->log_cap = 0;
 }
 
-/* The lane's state of sequence (p, w), created on first use; NULL if out
- * of memory (the caller then skips the ordering shortcut). */
+/* The lane's state of sequence (p, w), created on first use if `create`;
+ * NULL if unknown or out of memory (the caller then skips the shortcuts
+ * it gives). */
 static struct tb_lane_seq *tb_lane_seq(struct tb_lane *l, uint16_t p,
-				       uint16_t w)
+				       uint16_t w, bool create)
 {
 	uint64_t key = ((uint64_t)p << 16) | w;
 	struct tb_lane_seq *s = l->last_seq;
@@ -109,6 +132,8 @@ static struct tb_lane_seq *tb_lane_seq(struct tb_lane *l, uint16_t p,
 		l->last_seq = s;
 		return s;
 	}
+	if (!create)
+		return NULL;
 	s = svc_mem_calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
@@ -173,14 +198,16 @@ static void tb_index_sweep(struct svc_tbuf *b, struct tb_lane *l)
 	l->sweep_at = 2 * n > TB_SWEEP_MIN ? 2 * n : TB_SWEEP_MIN;
 }
 
-static void tb_index_set(struct svc_tbuf *b, struct tb_lane *l, uint64_t key,
-			 const struct tb_loc *loc)
+/* Puts one entry into the ck_ht (newest wins), sweeping it when it has
+ * doubled. */
+static void tb_index_ht_set(struct svc_tbuf *b, struct tb_lane *l,
+			    uint64_t key, uint64_t packed)
 {
 	ck_ht_entry_t e;
 	ck_ht_hash_t h;
 
 	ck_ht_hash_direct(&h, &l->chunks, key);
-	ck_ht_entry_set_direct(&e, h, key, tb_loc_pack(b, loc));
+	ck_ht_entry_set_direct(&e, h, key, packed);
 	if (!ck_ht_set_spmc(&l->chunks, h, &e)) {
 		/* Still readable (the reader finds records by scanning);
 		 * only re-commits and patches of it will miss it. */
@@ -191,6 +218,91 @@ static void tb_index_set(struct svc_tbuf *b, struct tb_lane *l, uint64_t key,
 		tb_index_sweep(b, l);
 }
 
+/* Moves the log into the ck_ht, oldest first. */
+static void tb_log_flush(struct svc_tbuf *b, struct tb_lane *l)
+{
+	for (uint32_t i = 0; i < l->log_n; i++)
+		tb_index_ht_set(b, l, l->log[i].key, l->log[i].loc);
+	l->log_n = 0;
+}
+
+/*
+ * Makes room in a full log: drops the entries whose segment was evicted
+ * (their records are gone; an older ck_ht entry of the same key points at
+ * a record that is gone too or DEAD, both rejected on use). Doubles the log
+ * if that freed less than half of it, or flushes it when that fails.
+ */
+static void tb_log_make_room(struct svc_tbuf *b, struct tb_lane *l)
+{
+	uint32_t n = 0;
+	struct tb_ient *v;
+
+	for (uint32_t i = 0; i < l->log_n; i++) {
+		struct tb_loc loc;
+
+		if (tb_loc_unpack(b, l->log[i].loc, &loc) &&
+		    tb_seg_holds(b, loc.seg, loc.gen))
+			l->log[n++] = l->log[i];
+	}
+	l->log_n = n;
+	if (n <= l->log_cap / 2)
+		return;
+	v = l->log_cap <= UINT32_MAX / 2 ?
+		    svc_mem_realloc(l->log, 2 * (size_t)l->log_cap * sizeof(*v)) :
+		    NULL;
+	if (!v) {
+		tb_log_flush(b, l);
+		return;
+	}
+	l->log = v;
+	l->log_cap *= 2;
+}
+
+/*
+ * Notes that the newest record of `key` is at loc (a new chunk or a
+ * relocated copy): one store into the log. `seq` is the key's sequence,
+ * or NULL when it could not be had.
+ */
+static void tb_index_set(struct svc_tbuf *b, struct tb_lane *l,
+			 struct tb_lane_seq *seq, uint64_t key,
+			 const struct tb_loc *loc)
+{
+	uint64_t packed = tb_loc_pack(b, loc);
+
+	if (seq) {
+		seq->last_id = (uint32_t)key;
+		seq->last_loc = packed;
+	}
+	if (l->log_n == l->log_cap)
+		tb_log_make_room(b, l);
+	l->log[l->log_n].key = key;
+	l->log[l->log_n].loc = packed;
+	l->log_n++;
+}
+
+/*
+ * Pins the segment of the record at `packed` and returns the record if it
+ * is still the live copy of `key`; NULL (nothing pinned) otherwise.
+ */
+static struct tb_rec *tb_index_try(struct svc_tbuf *b, struct tb_lane *l,
+				   uint64_t key, uint64_t packed,
+				   struct tb_loc *loc)
+{
+	struct tb_rec *r;
+
+	if (!tb_loc_unpack(b, packed, loc) ||
+	    !tb_seg_pin(b, loc->seg, loc->gen))
+		return NULL;
+	r = tb_rec_at(b, loc->seg, loc->off);
+	if (tb_chunk_key(r->producer_id, r->writer_id, r->chunk_id) != key ||
+	    (atomic_load_explicit(&r->meta, memory_order_relaxed) &
+	     TB_M_DEAD)) {
+		tb_seg_unpin(b, loc->seg, &l->ctr);
+		return NULL;
+	}
+	return r;
+}
+
 /*
  * Finds the lane's stored record of `key` and pins its segment. Returns the
  * record, or NULL when it is not stored any more (its entry is dropped).
@@ -198,27 +310,26 @@ static void tb_index_set(struct svc_tbuf *b, struct tb_lane *l, uint64_t key,
 static struct tb_rec *tb_index_find(struct svc_tbuf *b, struct tb_lane *l,
 				    uint64_t key, struct tb_loc *loc)
 {
+	struct tb_lane_seq *seq = tb_lane_seq(l, (uint16_t)(key >> 48),
+					      (uint16_t)(key >> 32), false);
 	struct tb_rec *r;
 	ck_ht_entry_t e;
 	ck_ht_hash_t h;
 
+	/* The sequence's last record: its newest copy is at last_loc. */
+	if (seq && seq->last_loc && seq->last_id == (uint32_t)key) {
+		r = tb_index_try(b, l, key, seq->last_loc, loc);
+		if (r)
+			return r;
+	}
+	tb_log_flush(b, l);
 	ck_ht_hash_direct(&h, &l->chunks, key);
 	ck_ht_entry_key_set_direct(&e, key);
 	if (!ck_ht_get_spmc(&l->chunks, h, &e))
 		return NULL;
-	if (!tb_loc_unpack(b, ck_ht_entry_value_direct(&e), loc) ||
-	    !tb_seg_pin(b, loc->seg, loc->gen)) {
+	r = tb_index_try(b, l, key, ck_ht_entry_value_direct(&e), loc);
+	if (!r)
 		tb_index_remove(l, key);
-		return NULL;
-	}
-	r = tb_rec_at(b, loc->seg, loc->off);
-	if (tb_chunk_key(r->producer_id, r->writer_id, r->chunk_id) != key ||
-	    (atomic_load_explicit(&r->meta, memory_order_relaxed) &
-	     TB_M_DEAD)) {
-		tb_seg_unpin(b, loc->seg, &l->ctr);
-		tb_index_remove(l, key);
-		return NULL;
-	}
 	return r;
 }
 
@@ -360,8 +471,9 @@ static void tb_relocate_finish(struct svc_tbuf *b, struct tb_lane *l,
 	tb_atomic_max(&n->read_state,
 		      atomic_load_explicit(&old->read_state,
 					   memory_order_seq_cst));
-	tb_index_set(b, l, tb_chunk_key(n->producer_id, n->writer_id,
-					n->chunk_id), nloc);
+	tb_index_set(b, l, tb_lane_seq(l, n->producer_id, n->writer_id, false),
+		     tb_chunk_key(n->producer_id, n->writer_id, n->chunk_id),
+		     nloc);
 	tb_count(&l->ctr, TB_C_COPIED_ON_WRITE, 1);
 }
 
@@ -369,10 +481,16 @@ static void tb_relocate_finish(struct svc_tbuf *b, struct tb_lane *l,
 static bool tb_next_was_read(struct svc_tbuf *b, struct tb_lane *l,
 			     uint16_t p, uint16_t w, uint32_t c)
 {
+	struct tb_lane_seq *seq = tb_lane_seq(l, p, w, false);
 	struct tb_loc loc;
-	struct tb_rec *r = tb_index_find(b, l, tb_chunk_key(p, w, c + 1), &loc);
+	struct tb_rec *r;
 	bool read;
 
+	/* Never stored if newer than the newest (the common case: c is the
+	 * chunk the writer was on when it was scraped). */
+	if (seq && seq->valid && tb_id_after(c + 1, seq->newest))
+		return false;
+	r = tb_index_find(b, l, tb_chunk_key(p, w, c + 1), &loc);
 	if (!r)
 		return false;
 	read = atomic_load_explicit(&r->read_state, memory_order_relaxed) > 0;
@@ -428,8 +546,9 @@ out:
 	return rc;
 }
 
-/* Stores a new chunk. */
+/* Stores a new chunk of sequence seq (NULL when it could not be had). */
 static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
+			struct tb_lane_seq *seq,
 			const struct svc_tbuf_chunk *c, uint32_t meta)
 {
 	uint32_t rec_len = tb_align16(TB_REC_HDR + c->len);
@@ -455,8 +574,8 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 	tb_lane_publish(b, l, rec_len);
 	tb_count(&l->ctr, TB_C_CHUNKS_WRITTEN, 1);
 	tb_count(&l->ctr, TB_C_BYTES_WRITTEN, rec_len);
-	tb_index_set(b, l, tb_chunk_key(c->producer_id, c->writer_id,
-					c->chunk_id), &loc);
+	tb_index_set(b, l, seq, tb_chunk_key(c->producer_id, c->writer_id,
+					     c->chunk_id), &loc);
 	return SVC_TBUF_STORED;
 }
 
@@ -493,7 +612,7 @@ int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
 
 	/* A chunk newer than any stored for its sequence is new for sure:
 	 * skip the index lookup (the common case). */
-	seq = tb_lane_seq(l, c->producer_id, c->writer_id);
+	seq = tb_lane_seq(l, c->producer_id, c->writer_id, true);
 	newer = seq && (!seq->valid || tb_id_after(c->chunk_id, seq->newest));
 	if (newer)
 		maybe_stored = false;
@@ -508,7 +627,7 @@ int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
 		if (seq)
 			tb_count(&l->ctr, TB_C_OUT_OF_ORDER, 1);
 	}
-	rc = tb_store_new(b, l, c, tb_m_make(nfrags, flags, c->complete));
+	rc = tb_store_new(b, l, seq, c, tb_m_make(nfrags, flags, c->complete));
 	if (rc >= 0 && newer) {
 		seq->newest = c->chunk_id;
 		seq->valid = true;

@@ -1271,10 +1271,14 @@ static void test_index_sweep(void **state)
 		/* Bounded by the records the buffer can hold, not by the
 		 * chunks ever written. */
 		assert_true(ck_ht_count(&B->lanes[0].chunks) < 4 * 4096);
+		assert_true(B->lanes[0].log_n <= 4 * 4096);
 	}
 	assert_int_equal(stats().chunks_rewritten, rewritten);
 	assert_int_equal(stats().index_failures, 0);
 	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 1, id - 1, &p, 1, false),
+			 1);
+	/* Not the sequence's last chunk: found through the ck_ht. */
+	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 1, id - 3, &p, 1, false),
 			 1);
 	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 1, id - 5000, &p, 1,
 					     false), -ENOENT);
