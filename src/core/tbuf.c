@@ -108,15 +108,42 @@ static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
 	*nseg = (uint32_t)n;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23	/* Linux 5.14 */
+#endif
+#define TB_POPULATE_STEP (2u << 20)
+
+/*
+ * Faults in [p, p + len) in 2 MiB steps. MAP_POPULATE would hold the
+ * process's mmap lock for writing for the whole mapping (hundreds of ms
+ * for 1 GiB), stalling every page fault of every other thread, lanes
+ * included; a step of MADV_POPULATE_WRITE holds it for reading only, and
+ * only that long. Kernels without it get one write per page.
+ */
+static void tb_populate(uint8_t *p, size_t len)
+{
+	for (size_t off = 0; off < len; off += TB_POPULATE_STEP) {
+		size_t n = len - off < TB_POPULATE_STEP ? len - off
+							: TB_POPULATE_STEP;
+
+		if (madvise(p + off, n, MADV_POPULATE_WRITE) == 0)
+			continue;
+		for (size_t i = 0; i < n; i += 4096)
+			((volatile uint8_t *)p)[off + i] = 0;
+	}
+}
+
 static void *tb_map(size_t len, bool populate)
 {
 	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
 	void *p;
 
-	if (populate)
-		flags |= MAP_POPULATE;
 	p = svc_mem_mmap(NULL, len, PROT_READ | PROT_WRITE, flags, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	if (populate)
+		tb_populate(p, len);
+	return p;
 }
 
 static size_t tb_page_round(size_t len)
