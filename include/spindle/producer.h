@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: Apache-2.0
+// The producer SDK: connect to spindled (or Perfetto's traced), register data sources, and get a per-thread trace writer for each started instance.
+//
+// A producer owns one I/O thread. It connects to the producer socket,
+// registers the data sources, answers the service's commands (setup,
+// start, stop, flush, clear incremental state) by calling the data
+// source's callbacks on that thread, and commits the chunks app threads
+// fill. When the service goes away, every instance stops (writers return
+// NULL) and the I/O thread reconnects with back-off; the app notices only
+// the events it could not record meanwhile.
+//
+// App threads, per event:
+//
+//	struct spn_tw *tw = spn_ds_writer(ds);	// NULL: not tracing
+//	if (tw) {
+//		spn_tw_begin_packet(tw);
+//		spn_tw_varint(tw, 8, now_ns);
+//		...
+//		spn_tw_end_packet(tw);
+//	}
+//
+// spn_ds_enabled() is one relaxed load; spn_ds_writer() adds a lookup in a
+// small thread-local table. Neither makes a system call, takes a lock or
+// allocates, except the first call on a thread for a new instance (it
+// creates the thread's writer, under the producer's mutex). A writer
+// belongs to its thread: use it only there, and only until that thread's
+// next spn_ds_* call (a writer of an instance that stopped is retired
+// then). Writers are released when their thread exits.
+#ifndef SPINDLE_PRODUCER_H
+#define SPINDLE_PRODUCER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spindle/trace_writer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Concurrent instances of one data source (sessions tracing it at once).
+ * An instance is named by its slot, 0..SPN_DS_MAX_INSTANCES-1. */
+#define SPN_DS_MAX_INSTANCES 8u
+
+struct spn_producer;
+struct spn_ds;
+
+/* Options of spn_producer_create(); zero / NULL fields take the defaults. */
+struct spn_producer_opts {
+	/* Producer socket (a path or "@abstract"). NULL: the value of
+	 * PERFETTO_PRODUCER_SOCK_NAME, else /run/perfetto/traced-producer.sock,
+	 * else /tmp/perfetto-producer (Perfetto's rules). */
+	const char *socket;
+	/* Name the service knows us by (TraceConfig producer filters match
+	 * it). NULL: the program's name. */
+	const char *name;
+	/* SMB size and page size hints in bytes (0: the service decides;
+	 * Perfetto's service picks 256 KiB and 4 KiB). */
+	uint32_t smb_size_hint;
+	uint32_t smb_page_size_hint;
+	/* Create the SMB ourselves (sealed memfd of smb_size_hint /
+	 * smb_page_size_hint, or the defaults) and offer it with
+	 * InitializeConnection, as startup tracing does. If the service
+	 * declines it, the service's SMB is used instead. */
+	bool producer_smb;
+	/* A writer that finds the SMB full waits up to this many
+	 * microseconds for a free chunk; 0 (default): it drops the packet
+	 * at once (counted; the next packet says previous_packet_dropped). */
+	uint32_t smb_stall_max_us;
+	/* Commit batching window in ms (default 1): once woken, the I/O
+	 * thread drains the SMB every window while there is something to
+	 * commit, and goes back to sleep after a window with nothing. */
+	uint32_t commit_period_ms;
+	/* Reconnect back-off (Perfetto's): each failed attempt adds
+	 * reconnect_step_ms (default 1000) to the delay while it is below
+	 * reconnect_step_limit_ms (default 10000); after that the delay is
+	 * reconnect_max_ms (default 30000). The first retry after a lost
+	 * connection waits one step. Tests use milliseconds. */
+	uint32_t reconnect_step_ms;
+	uint32_t reconnect_step_limit_ms;
+	uint32_t reconnect_max_ms;
+};
+
+/* Counters of a producer (spn_producer_stats()); each is a snapshot. */
+struct spn_producer_stats {
+	bool connected;			/* InitializeConnection succeeded and
+					 * the connection is up */
+	uint64_t connects;		/* connections that initialized */
+	uint64_t connect_failures;	/* attempts that failed */
+	uint64_t disconnects;		/* initialized connections lost */
+	uint64_t commits;		/* CommitData requests sent */
+	uint64_t chunks_committed;	/* chunks listed in them */
+	uint64_t flushes_acked;		/* Flush commands answered */
+	uint64_t instances_started;	/* start_data_source handled */
+	uint64_t instances_stopped;	/* instances stopped (command or loss
+					 * of the connection) */
+	uint64_t writers_created;	/* thread writers made */
+	uint64_t packets_dropped;	/* packets lost (SMB full, aborted) */
+	uint64_t wakeups;		/* times an app thread woke the I/O
+					 * thread */
+};
+
+/*
+ * Creates a producer and starts its I/O thread, which connects at once
+ * (and keeps retrying with back-off while the service is not there).
+ * Returns 0 and *out, or -EINVAL (bad option), -ENOMEM, or the -errno of
+ * io_uring / thread creation (-ENOSYS, -EPERM when io_uring is
+ * unavailable).
+ */
+int spn_producer_create(const struct spn_producer_opts *opts,
+			struct spn_producer **out);
+
+/*
+ * Disconnects (instances stop: their on_stop callbacks run, and writers
+ * return NULL from then on), stops the I/O thread and frees the producer.
+ * No thread may call spn_* functions of this producer or its data sources
+ * afterwards. Writers still cached by live threads keep the SMB mapped
+ * until those threads exit or make their next spn_ds_* call on another
+ * producer. Any thread except the producer's own callbacks.
+ */
+void spn_producer_destroy(struct spn_producer *p);
+
+/* Fills *st. Any thread. */
+void spn_producer_stats(const struct spn_producer *p, struct spn_producer_stats *st);
+
+/* ---- Data sources -------------------------------------------------------- */
+
+/* What a data source tells the service (DataSourceDescriptor). */
+struct spn_ds_desc {
+	const char *name;		/* required, e.g. "track_event" */
+	/* The SDK sends NotifyDataSourceStarted once on_start returned. */
+	bool will_notify_on_start;
+	/* The SDK sends NotifyDataSourceStopped once the stop completed
+	 * (on_stop returned false, or spn_ds_stop_done() was called) and
+	 * the writers' data was committed. */
+	bool will_notify_on_stop;
+	/* The data source wants clear_incremental_state commands. */
+	bool handles_incremental_state_clear;
+	/* Flush is a no-op for it (newer field; old services ignore it). */
+	bool no_flush;
+	/* Encoded TrackEventDescriptor (descriptor field 6), or NULL. */
+	const uint8_t *track_event_descriptor;
+	size_t track_event_descriptor_len;
+};
+
+/* The configuration of one instance, valid during the callback only. */
+struct spn_ds_config {
+	uint32_t instance;		/* slot: the enabled bit, spn_ds_tls() */
+	uint64_t instance_id;		/* the service's DataSourceInstanceID */
+	uint64_t tracing_session_id;	/* the session */
+	uint32_t target_buffer;		/* BufferID the writers commit to */
+	uint32_t trace_duration_ms;	/* session duration (0: none) */
+	uint32_t stop_timeout_ms;	/* how long the service waits for a stop */
+	const char *name;		/* data source name */
+	const char *legacy_config;	/* DataSourceConfig.legacy_config or "" */
+	/* DataSourceConfig.track_event_config (field 113, encoded), or
+	 * NULL / 0 */
+	const uint8_t *track_event_config;
+	size_t track_event_config_len;
+	/* the whole DataSourceConfig as received (encoded) */
+	const uint8_t *raw;
+	size_t raw_len;
+};
+
+/* Names one stopping instance; copy it to complete the stop later. */
+struct spn_ds_stop {
+	struct spn_ds *ds;		/* the data source */
+	uint32_t instance;		/* its slot */
+	uint64_t serial;		/* the SDK's id of that instance */
+};
+
+/*
+ * Callbacks of a data source. All run on the producer's I/O thread, one
+ * at a time; keep them short (the service waits for this thread). Any may
+ * be NULL. They may write packets through spn_ds_writer() like any thread.
+ */
+struct spn_ds_callbacks {
+	/* The instance is being set up (before start). */
+	void (*on_setup)(struct spn_ds *ds, const struct spn_ds_config *cfg,
+			 void *user);
+	/* The instance started: its enabled bit is already set. */
+	void (*on_start)(struct spn_ds *ds, const struct spn_ds_config *cfg,
+			 void *user);
+	/* The instance stops: its enabled bit is already clear. Return
+	 * false when done, or true to finish later with spn_ds_stop_done()
+	 * (any thread). A stop never finished is completed by the SDK after
+	 * the config's stop_timeout_ms (the service has given up by then).
+	 * Also called (and the completion ignored) when the connection is
+	 * lost or the producer destroyed. */
+	bool (*on_stop)(struct spn_ds *ds, const struct spn_ds_stop *stop,
+			void *user);
+	/* The service asks for a flush of the instance; the SDK then takes
+	 * back every writer's partial chunk and commits it. */
+	void (*on_flush)(struct spn_ds *ds, uint32_t instance,
+			 uint64_t flush_request_id, void *user);
+	/* Interning state must be dropped: spn_ds_tls() reports it to each
+	 * thread (incremental_reset) at its next lookup. */
+	void (*on_clear_incremental_state)(struct spn_ds *ds, uint32_t instance,
+					   void *user);
+	/* Frees a thread's spn_ds_tls.user when the SDK retires that
+	 * writer; runs on the owner thread. */
+	void (*free_tls)(void *tls_user, void *user);
+	void *user;	/* passed to every callback */
+};
+
+/*
+ * Registers a data source (copies desc and cb). It is announced to the
+ * service now if connected, and on every later connection. Any thread.
+ * Returns 0 and *out (valid until spn_producer_destroy), -EINVAL (no name,
+ * or a name longer than 255 bytes), -ENOMEM.
+ */
+int spn_data_source_register(struct spn_producer *p, const struct spn_ds_desc *desc,
+			     const struct spn_ds_callbacks *cb, struct spn_ds **out);
+
+/* Completes a stop that on_stop deferred. Idempotent; a handle of an
+ * instance already gone is ignored. Any thread. */
+void spn_ds_stop_done(struct spn_ds_stop stop);
+
+/* The part of a data source the inline hot path reads; the library's
+ * struct spn_ds begins with it. */
+struct spn_ds_hot {
+	/* bit i: instance slot i is started (set before on_start, cleared
+	 * before on_stop); written by the I/O thread */
+	_Atomic uint32_t enabled;
+};
+
+/* Mask of started instances (0: not tracing). One relaxed load: use it
+ * to skip building an event. Any thread. */
+static inline uint32_t spn_ds_enabled(const struct spn_ds *ds)
+{
+	/* Relaxed: a hint; spn_ds_tls() re-checks the instance with an
+	 * acquire load before its writer is used. */
+	return atomic_load_explicit(&((const struct spn_ds_hot *)(const void *)ds)->enabled,
+				    memory_order_relaxed);
+}
+
+/* What the calling thread holds for one started instance. */
+struct spn_ds_tls {
+	struct spn_tw *tw;	/* the thread's writer for the instance */
+	void *user;		/* the data source's per-thread state (e.g.
+				 * interning tables), NULL at first; freed with
+				 * callbacks.free_tls */
+	uint32_t instance;	/* slot */
+	/* true when tw is new or the service cleared incremental state
+	 * since this thread last cleared the flag: the next packet must
+	 * carry SEQ_INCREMENTAL_STATE_CLEARED and re-intern. The caller
+	 * clears it. */
+	bool incremental_reset;
+};
+
+/*
+ * The calling thread's state for instance slot `instance` of ds, creating
+ * its writer the first time; NULL when the instance is not started (or
+ * its writer cannot be had: no SMB, writer ids exhausted, no memory).
+ * Valid on this thread until its next spn_ds_* call.
+ */
+struct spn_ds_tls *spn_ds_tls(struct spn_ds *ds, uint32_t instance);
+
+/*
+ * The calling thread's writer for the lowest started instance of ds, or
+ * NULL when none is started. For every instance, iterate the bits of
+ * spn_ds_enabled() with spn_ds_tls(). Valid on this thread until its next
+ * spn_ds_* call.
+ */
+struct spn_tw *spn_ds_writer(struct spn_ds *ds);
+
+/* The registered name. */
+const char *spn_ds_name(const struct spn_ds *ds);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
