@@ -696,6 +696,9 @@ void ctl_destroy(struct ctl *ctl)
 		ctl_producer_free(p);
 	}
 	svc_guard_history_free(&ctl->history);
+	for (size_t i = 0; i < ctl->ntrig_hist; i++)
+		free(ctl->trig_hist[i].name);
+	free(ctl->trig_hist);
 	ctl_observe_destroy(ctl);
 	free(ctl);
 }

@@ -83,6 +83,9 @@ struct ctl_flush {
 	struct ipc_reply reply;	/* its reply */
 	bool then_disable;	/* the duration expired: disable when done */
 	struct ctl_session *session; /* the session it belongs to */
+	bool ok;		/* every producer acked in time */
+	uint64_t scrape_token;	/* token of its scrapes */
+	unsigned scrapes_pending; /* lane scrapes not yet done */
 	struct ctl_flush *next;	/* list */
 };
 
@@ -124,11 +127,20 @@ struct ctl_session {
 	struct svc_seqids *seqids; /* trusted_packet_sequence_id assignment */
 	struct svc_pkts pkts;	/* the service's own packets */
 	uint64_t periodic_timer; /* snapshot task */
+	uint64_t flush_timer;	/* flush_period_ms task, 0: none */
+	uint64_t clear_timer;	/* incremental-state clear task, 0: none */
+	struct ctl_flush *scraping; /* flushes done, their scrapes pending */
 	struct ctl_flush *flushes; /* pending flushes */
 	unsigned scrapes_pending; /* lane scrapes before DISABLED */
 	uint64_t scrape_token;	/* token of those scrapes */
 	uint64_t flushes_requested, flushes_succeeded, flushes_failed;
 	struct ctl_session *next; /* list */
+};
+
+/* One trigger activation, for TriggerConfig.Trigger.max_per_24_h. */
+struct ctl_trig_hist {
+	char *name;	/* trigger name (owned) */
+	int64_t ms;	/* CLOCK_BOOTTIME ms of the activation */
 };
 
 /* The control plane. */
@@ -148,6 +160,9 @@ struct ctl {
 	uint64_t next_token;		/* scrape tokens */
 	struct svc_bufid_alloc bufids;	/* BufferIDs */
 	struct svc_guard_history history; /* step 18 */
+	struct ctl_trig_hist *trig_hist; /* activations of the last 24 h */
+	size_t ntrig_hist;		/* entries used */
+	size_t cap_trig_hist;		/* entries allocated */
 	bool lockdown;			/* lockdown mode */
 	bool shutting_down;		/* svc_stop in progress */
 	bool lanes_gone;		/* lanes stopping: send nothing through them */

@@ -363,15 +363,21 @@ static void ctl_session_free(struct ctl *ctl, struct ctl_session *s)
 	ctl_timer_cancel(ctl, &s->trigger_timer);
 	ctl_timer_cancel(ctl, &s->file_timer);
 	ctl_timer_cancel(ctl, &s->periodic_timer);
-	while (s->flushes) {
-		struct ctl_flush *f = s->flushes;
+	ctl_timer_cancel(ctl, &s->flush_timer);
+	ctl_timer_cancel(ctl, &s->clear_timer);
+	for (int list = 0; list < 2; list++) {
+		struct ctl_flush **head = list ? &s->scraping : &s->flushes;
 
-		s->flushes = f->next;
-		ctl_timer_cancel(ctl, &f->timer);
-		if (f->has_reply)
-			ipc_reply_reject(&f->reply);
-		free(f->waiting);
-		free(f);
+		while (*head) {
+			struct ctl_flush *f = *head;
+
+			*head = f->next;
+			ctl_timer_cancel(ctl, &f->timer);
+			if (f->has_reply)
+				ipc_reply_reject(&f->reply);
+			free(f->waiting);
+			free(f);
+		}
 	}
 	ctl_reply_disabled(s);
 	ctl_revoke_all(ctl, s);
@@ -392,6 +398,8 @@ static void ctl_disabled(struct ctl *ctl, struct ctl_session *s)
 	ctl_timer_cancel(ctl, &s->stop_timer);
 	ctl_timer_cancel(ctl, &s->duration_timer);
 	ctl_timer_cancel(ctl, &s->file_timer);
+	ctl_timer_cancel(ctl, &s->flush_timer);
+	ctl_timer_cancel(ctl, &s->clear_timer);
 	s->state = SVC_SESSION_DISABLED;
 	svc_pkts_record_event(&s->pkts, SVC_EV_TRACING_DISABLED, 0);
 	if (s->file_fd >= 0) {
@@ -432,9 +440,14 @@ static void ctl_finish_stop(struct ctl *ctl, struct ctl_session *s)
 		ctl_disabled(ctl, s);
 }
 
+static bool ctl_flush_scraped(struct ctl *ctl, struct ctl_session *s,
+			      uint64_t token);
+
 void ctl_sessions_on_scraped(struct ctl *ctl, uint64_t token)
 {
 	for (struct ctl_session *s = ctl->sessions; s; s = s->next) {
+		if (ctl_flush_scraped(ctl, s, token))
+			return;
 		if (s->scrape_token != token || !s->scrapes_pending)
 			continue;
 		if (--s->scrapes_pending == 0 &&
@@ -514,24 +527,19 @@ static void ctl_stop_timeout(struct ipc_loop *loop, void *arg)
 
 /* --- flushes --- */
 
-static void ctl_flush_done(struct ctl *ctl, struct ctl_session *s,
-			   struct ctl_flush *f, bool ok)
+/* The flush is over (acked, timed out, scraped): reply, maybe disable. */
+static void ctl_flush_finish(struct ctl *ctl, struct ctl_session *s,
+			     struct ctl_flush *f)
 {
-	struct ctl_flush **pp = &s->flushes;
 	bool disable = f->then_disable;
 
-	while (*pp && *pp != f)
-		pp = &(*pp)->next;
-	if (*pp)
-		*pp = f->next;
-	ctl_timer_cancel(ctl, &f->timer);
-	if (ok)
+	if (f->ok)
 		s->flushes_succeeded++;
 	else
 		s->flushes_failed++;
 	svc_pkts_record_event(&s->pkts, SVC_EV_ALL_DATA_SOURCES_FLUSHED, 0);
 	if (f->has_reply) {
-		if (ok)
+		if (f->ok)
 			ctl_reply_empty(&f->reply,
 					&perfetto__protos__flush_response__descriptor);
 		else
@@ -541,6 +549,61 @@ static void ctl_flush_done(struct ctl *ctl, struct ctl_session *s,
 	free(f);
 	if (disable)
 		ctl_disable(ctl, s);
+}
+
+/*
+ * Every producer acked (ok) or the timeout hit: scrape the SMBs of the
+ * session's producers that allow it (consumer-port.md §5), then finish.
+ */
+static void ctl_flush_done(struct ctl *ctl, struct ctl_session *s,
+			   struct ctl_flush *f, bool ok)
+{
+	struct ctl_flush **pp = &s->flushes;
+
+	while (*pp && *pp != f)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = f->next;
+	ctl_timer_cancel(ctl, &f->timer);
+	f->ok = ok;
+	f->scrape_token = ctl->next_token++;
+	f->scrapes_pending = 0;
+	for (unsigned i = 0; i < s->ninst; i++) {
+		struct ctl_producer *p =
+			ctl_producer_find(ctl, s->inst[i].producer_id);
+		bool dup = false;
+
+		for (unsigned j = 0; j < i; j++)
+			dup |= s->inst[j].producer_id == s->inst[i].producer_id;
+		if (p && !dup &&
+		    lane_post_scrape(ctl->svc, p->lane, p->id,
+				     f->scrape_token) == 0)
+			f->scrapes_pending++;
+	}
+	if (!f->scrapes_pending) {
+		ctl_flush_finish(ctl, s, f);
+		return;
+	}
+	f->next = s->scraping;
+	s->scraping = f;
+}
+
+/* A lane finished a flush's scrape; true if token was a flush's. */
+static bool ctl_flush_scraped(struct ctl *ctl, struct ctl_session *s,
+			      uint64_t token)
+{
+	for (struct ctl_flush **pp = &s->scraping; *pp; pp = &(*pp)->next) {
+		struct ctl_flush *f = *pp;
+
+		if (f->scrape_token != token)
+			continue;
+		if (--f->scrapes_pending == 0) {
+			*pp = f->next;
+			ctl_flush_finish(ctl, s, f);
+		}
+		return true;
+	}
+	return false;
 }
 
 static void ctl_flush_timeout(struct ipc_loop *loop, void *arg)
@@ -666,6 +729,60 @@ static void ctl_duration_expired(struct ipc_loop *loop, void *arg)
 
 static void ctl_file_tick(struct ipc_loop *loop, void *arg);
 
+/* TraceConfig.flush_period_ms: a periodic flush while STARTED. */
+static void ctl_flush_tick(struct ipc_loop *loop, void *arg)
+{
+	struct ctl_session *s = arg;
+	(void)loop;
+
+	s->flush_timer = 0;
+	if (s->dead || s->state != SVC_SESSION_STARTED)
+		return;
+	ctl_flush(s->ctl, s, 0, 1 /* reason: periodic */ | (1 << 4), NULL,
+		  false);
+	ipc_loop_timer_add(s->ctl->loop, s->cfg->flush_period_ms,
+			   ctl_flush_tick, s, &s->flush_timer);
+}
+
+/* incremental_state_config.clear_period_ms: clear_incremental_state to
+ * every instance that handles it, per producer. */
+static void ctl_clear_tick(struct ipc_loop *loop, void *arg)
+{
+	struct ctl_session *s = arg;
+	struct ctl *ctl = s->ctl;
+	uint64_t *ids;
+	(void)loop;
+
+	s->clear_timer = 0;
+	if (s->dead || s->state != SVC_SESSION_STARTED)
+		return;
+	ids = calloc(s->ninst ? s->ninst : 1, sizeof(*ids));
+	for (struct ctl_producer *p = ctl->producers; ids && p; p = p->next) {
+		Perfetto__Protos__GetAsyncCommandResponse cmd =
+			PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__INIT;
+		Perfetto__Protos__GetAsyncCommandResponse__ClearIncrementalState c =
+			PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CLEAR_INCREMENTAL_STATE__INIT;
+		size_t n = 0;
+
+		for (unsigned i = 0; i < s->ninst; i++)
+			if (s->inst[i].producer_id == p->id &&
+			    s->inst[i].clear_incr &&
+			    s->inst[i].state == INST_STARTED)
+				ids[n++] = s->inst[i].id;
+		if (!n)
+			continue;
+		c.n_data_source_ids = n;
+		c.data_source_ids = ids;
+		cmd.cmd_case = PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_CLEAR_INCREMENTAL_STATE;
+		cmd.clear_incremental_state = &c;
+		ctl_send_cmd(ctl, p, &cmd, -1);
+	}
+	free(ids);
+	ipc_loop_timer_add(ctl->loop,
+			   s->cfg->incremental_state_config->clear_period_ms,
+			   ctl_clear_tick, s, &s->clear_timer);
+}
+
 static void ctl_session_start(struct ctl *ctl, struct ctl_session *s)
 {
 	uint32_t period;
@@ -688,6 +805,14 @@ static void ctl_session_start(struct ctl *ctl, struct ctl_session *s)
 		ipc_loop_timer_add(ctl->loop, period, ctl_file_tick, s,
 				   &s->file_timer);
 	}
+	if (s->cfg->flush_period_ms)
+		ipc_loop_timer_add(ctl->loop, s->cfg->flush_period_ms,
+				   ctl_flush_tick, s, &s->flush_timer);
+	if (s->cfg->incremental_state_config &&
+	    s->cfg->incremental_state_config->clear_period_ms)
+		ipc_loop_timer_add(ctl->loop,
+				   s->cfg->incremental_state_config->clear_period_ms,
+				   ctl_clear_tick, s, &s->clear_timer);
 	for (unsigned i = 0; i < s->ninst; i++)
 		ctl_inst_start(ctl, s, &s->inst[i]);
 	ctl_sessions_on_started(ctl, 0, 0);
@@ -840,61 +965,132 @@ void ctl_sessions_on_ds_unregistered(struct ctl *ctl, uint16_t id,
 	}
 }
 
+/* Whether trigger tr may fire now (trace-config.md §1.2): the producer
+ * regex, then the skip probability, then the 24 h rate limit. */
+static bool ctl_trigger_allowed(struct ctl *ctl, struct ctl_producer *p,
+				const Perfetto__Protos__TraceConfig__TriggerConfig__Trigger *tr,
+				int64_t now_ms)
+{
+	unsigned hits = 0;
+
+	if (tr->producer_name_regex && tr->producer_name_regex[0]) {
+		Perfetto__Protos__TraceConfig__DataSource e =
+			PERFETTO__PROTOS__TRACE_CONFIG__DATA_SOURCE__INIT;
+		char *rx = tr->producer_name_regex;
+
+		e.n_producer_name_regex_filter = 1;
+		e.producer_name_regex_filter = &rx;
+		if (!ctl_name_matches(&e, p->name))
+			return false;
+	}
+	if (tr->skip_probability > 0 &&
+	    (double)random() / ((double)RAND_MAX + 1.0) < tr->skip_probability)
+		return false;
+	if (!tr->max_per_24_h)
+		return true;
+	for (size_t i = 0; i < ctl->ntrig_hist; i++)
+		if (now_ms - ctl->trig_hist[i].ms < 24 * 3600 * 1000ll &&
+		    !strcmp(ctl->trig_hist[i].name, tr->name))
+			hits++;
+	return hits < tr->max_per_24_h;
+}
+
+/* Counts an activation of `name` toward max_per_24_h (once per activation
+ * that matched a session), forgetting entries older than a day. */
+static void ctl_trigger_count(struct ctl *ctl, const char *name, int64_t now_ms)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < ctl->ntrig_hist; i++) {
+		if (now_ms - ctl->trig_hist[i].ms < 24 * 3600 * 1000ll)
+			ctl->trig_hist[w++] = ctl->trig_hist[i];
+		else
+			free(ctl->trig_hist[i].name);
+	}
+	ctl->ntrig_hist = w;
+	if (w == ctl->cap_trig_hist) {
+		size_t cap = w ? 2 * w : 16;
+		struct ctl_trig_hist *v =
+			realloc(ctl->trig_hist, cap * sizeof(*v));
+
+		if (!v)
+			return;
+		ctl->trig_hist = v;
+		ctl->cap_trig_hist = cap;
+	}
+	ctl->trig_hist[w].name = strdup(name);
+	ctl->trig_hist[w].ms = now_ms;
+	if (ctl->trig_hist[w].name)
+		ctl->ntrig_hist++;
+}
+
+/* Applies one fired trigger to session s (trace-config.md §1.3). */
+static void ctl_trigger_fire(struct ctl *ctl, struct ctl_session *s,
+			     struct ctl_producer *p,
+			     const Perfetto__Protos__TraceConfig__TriggerConfig__Trigger *tr)
+{
+	bool first = !s->triggered;
+
+	svc_pkts_record_trigger(&s->pkts, tr->name, p->name,
+				(int32_t)p->cred.uid, tr->stop_delay_ms);
+	s->triggered = true;
+	switch (s->trigger_mode) {
+	case SVC_TRIGGER_START_TRACING:
+		if (s->state != SVC_SESSION_CONFIGURED || s->allocating)
+			break;
+		ctl_timer_cancel(ctl, &s->trigger_timer);
+		s->duration_ms = tr->stop_delay_ms;
+		ctl_session_start(ctl, s);
+		break;
+	case SVC_TRIGGER_STOP_TRACING:
+		if (!first || s->state != SVC_SESSION_STARTED)
+			break;
+		/* Final flush then disable, stop_delay_ms from now. */
+		ctl_timer_cancel(ctl, &s->duration_timer);
+		ipc_loop_timer_add(ctl->loop, tr->stop_delay_ms,
+				   ctl_duration_expired, s, &s->duration_timer);
+		break;
+	case SVC_TRIGGER_CLONE_SNAPSHOT:
+		if (s->state == SVC_SESSION_STARTED)
+			ctl_observe_clone_trigger(ctl, s, tr->name, p->name,
+						  p->cred.uid,
+						  tr->stop_delay_ms);
+		break;
+	default:
+		break;
+	}
+}
+
 void ctl_sessions_on_triggers(struct ctl *ctl, struct ctl_producer *p,
 			      char **names, size_t n)
 {
-	struct ctl_session *next;
+	int64_t now = ctl_now_ms();
 
-	for (struct ctl_session *s = ctl->sessions; s; s = next) {
-		const Perfetto__Protos__TraceConfig__TriggerConfig *tc =
-			s->cfg->trigger_config;
+	for (size_t i = 0; i < n; i++) {
+		bool matched = false;
+		struct ctl_session *next;
 
-		next = s->next;
-		if (!tc || s->dead)
-			continue;
-		for (size_t i = 0; i < n; i++) {
+		for (struct ctl_session *s = ctl->sessions; s; s = next) {
+			const Perfetto__Protos__TraceConfig__TriggerConfig *tc =
+				s->cfg->trigger_config;
+
+			next = s->next;
+			if (!tc || s->dead ||
+			    s->state == SVC_SESSION_CLONED_READ_ONLY)
+				continue;
 			for (size_t t = 0; t < tc->n_triggers; t++) {
 				const Perfetto__Protos__TraceConfig__TriggerConfig__Trigger
 					*tr = tc->triggers[t];
 
-				if (!tr->name || strcmp(tr->name, names[i]))
+				if (!tr->name || strcmp(tr->name, names[i]) ||
+				    !ctl_trigger_allowed(ctl, p, tr, now))
 					continue;
-				if (tr->producer_name_regex &&
-				    tr->producer_name_regex[0]) {
-					Perfetto__Protos__TraceConfig__DataSource e =
-						PERFETTO__PROTOS__TRACE_CONFIG__DATA_SOURCE__INIT;
-					char *rx = tr->producer_name_regex;
-
-					e.n_producer_name_regex_filter = 1;
-					e.producer_name_regex_filter = &rx;
-					if (!ctl_name_matches(&e, p->name))
-						continue;
-				}
-				svc_pkts_record_trigger(&s->pkts, tr->name,
-							p->name, (int32_t)p->cred.uid,
-							tr->stop_delay_ms);
-				s->triggered = true;
-				if (s->trigger_mode == SVC_TRIGGER_START_TRACING &&
-				    s->state == SVC_SESSION_CONFIGURED) {
-					ctl_timer_cancel(ctl, &s->trigger_timer);
-					ctl_session_start(ctl, s);
-				} else if (s->trigger_mode ==
-						   SVC_TRIGGER_STOP_TRACING &&
-					   s->state == SVC_SESSION_STARTED) {
-					ctl_timer_cancel(ctl, &s->duration_timer);
-					ipc_loop_timer_add(ctl->loop,
-							   tr->stop_delay_ms,
-							   ctl_duration_expired,
-							   s, &s->duration_timer);
-				} else if (s->trigger_mode ==
-						   SVC_TRIGGER_CLONE_SNAPSHOT &&
-					   s->state == SVC_SESSION_STARTED) {
-					ctl_observe_clone_trigger(
-						ctl, s, tr->name, p->name,
-						p->cred.uid, tr->stop_delay_ms);
-				}
+				matched = true;
+				ctl_trigger_fire(ctl, s, p, tr);
 			}
 		}
+		if (matched)
+			ctl_trigger_count(ctl, names[i], now);
 	}
 }
 
