@@ -25,3 +25,7 @@ spn_add_test(NAME svc_control_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_control_test.c
              LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
 target_include_directories(svc_control_test PRIVATE ${CMAKE_SOURCE_DIR}/bench)
+spn_add_test(NAME svc_session_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_session_test.c
+             LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
+target_include_directories(svc_session_test PRIVATE ${CMAKE_SOURCE_DIR}/bench)

@@ -237,6 +237,10 @@ void th_prod_register(struct th_prod *p, const char *ds_name,
 		d.has_will_notify_on_stop = true;
 		d.will_notify_on_stop = true;
 	}
+	if (o && o->clear_incr) {
+		d.has_handles_incremental_state_clear = true;
+		d.handles_incremental_state_clear = true;
+	}
 	reg.data_source_descriptor = &d;
 	f = th_prod_wait_reply(p, th_prod_invoke(p, TH_REG_DS, &reg.base, false));
 	TH_CHECK(f != NULL);
@@ -525,6 +529,19 @@ static void th_on_enable(void *arg, struct ipc_client_reply *rep)
 		snprintf(c->enable_error, sizeof(c->enable_error), "%s",
 			 e->error ? e->error : "");
 	}
+}
+
+void th_cons_enable_cfg(struct th_cons *c,
+			const Perfetto__Protos__TraceConfig *cfg)
+{
+	Perfetto__Protos__EnableTracingRequest req =
+		PERFETTO__PROTOS__ENABLE_TRACING_REQUEST__INIT;
+
+	req.trace_config = (Perfetto__Protos__TraceConfig *)cfg;
+	c->enable_done = false;
+	TH_CHECK(ipc_client_invoke(c->port, "EnableTracing", &req.base, -1, 0,
+				   th_on_enable, c, NULL) == 0);
+	ipc_loop_run_once(ipc_sync_loop(c->sync), 0);
 }
 
 void th_cons_enable(struct th_cons *c, uint32_t size_kb, const char *ds_name)

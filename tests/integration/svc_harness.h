@@ -76,6 +76,7 @@ struct th_prod_opts {
 	bool notify_start;		/* descriptor: will_notify_on_start */
 	bool notify_stop;		/* descriptor: will_notify_on_stop */
 	bool no_register;		/* don't register ds_name */
+	bool clear_incr;		/* descriptor: handles_incremental_state_clear */
 };
 
 /* Connects, binds, initializes (name), opens the command stream and
@@ -146,6 +147,9 @@ void th_cons_close(struct th_cons *c);
 /* EnableTracing (async) of a config with one buffer of size_kb and data
  * source ds_name. */
 void th_cons_enable(struct th_cons *c, uint32_t size_kb, const char *ds_name);
+/* EnableTracing (async) of any config. */
+void th_cons_enable_cfg(struct th_cons *c,
+			const Perfetto__Protos__TraceConfig *cfg);
 /* Runs the consumer's loop until EnableTracing is answered (or ms). */
 void th_cons_wait_enable(struct th_cons *c, int ms);
 /* Unary call with an empty request; returns the status. */
