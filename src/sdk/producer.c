@@ -192,9 +192,14 @@ void spn_producer_destroy(struct spn_producer *p)
 	if (!p)
 		return;
 	/* The I/O thread disconnects, disarms for good, waits for wake-ups
-	 * in flight and destroys its loop. */
+	 * in flight and destroys its loop. We count as a waker until our
+	 * post has returned: ipc_loop_post writes the loop's eventfd after
+	 * queueing, and the quit may already be running by then. seq_cst /
+	 * release: as in _spn_prod_kick. */
+	atomic_fetch_add_explicit(&p->kicking, 1, memory_order_seq_cst);
 	if (ipc_loop_post_wait(p->loop, _spn_io_quit, p, 0, 10000) != 0)
 		spn_log_error(SPN_TAG, "destroy: cannot reach the I/O thread");
+	atomic_fetch_sub_explicit(&p->kicking, 1, memory_order_release);
 	pthread_join(p->thread, NULL);
 	_spn_prod_unref(p);
 }
@@ -220,7 +225,7 @@ void spn_producer_stats(const struct spn_producer *cp, struct spn_producer_stats
 #undef SPN_LD
 	st->connected = st->connects > st->disconnects;
 	pthread_mutex_lock(&p->lock);
-	if (p->ctx && p->ctx->ready)
+	if (p->ctx && p->ctx->live) /* live implies ready */
 		st->packets_dropped += atomic_load_explicit(&p->ctx->arb.stats.packets_dropped,
 							    memory_order_relaxed);
 	pthread_mutex_unlock(&p->lock);
@@ -335,7 +340,10 @@ struct spn_tls_cache {
 	uint32_t cap;			/* allocated */
 };
 
-static __thread struct spn_tls_cache *spn_tls;
+/* initial-exec: one %fs-relative load on the hot path, no __tls_get_addr
+ * call (libspindle is linked at start-up, or dlopened early enough for the
+ * loader's static TLS surplus to hold one pointer). */
+static __thread struct spn_tls_cache *spn_tls __attribute__((tls_model("initial-exec")));
 static pthread_key_t spn_tls_key;
 static pthread_once_t spn_tls_once = PTHREAD_ONCE_INIT;
 

@@ -202,7 +202,9 @@ static int io_make_own_smb(struct spn_producer *p)
 	ctx->producer_owned = true;
 	/* Not live yet: the arbiter waits for InitializeConnection's reply
 	 * (direct patching), and no instance exists before it. */
+	pthread_mutex_lock(&p->lock);
 	p->ctx = ctx;
+	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
 
@@ -961,8 +963,7 @@ static void io_on_init(void *arg, struct ipc_client_reply *r)
 			io_ctx_publish(p, ctx);
 		} else {
 			spn_log_info(SPN_TAG, "the service did not adopt our SMB; using its own");
-			p->ctx = NULL;
-			_spn_ctx_unref(ctx);
+			io_drop_ctx(p);
 		}
 	}
 	p->st = SPN_CONN_UP;
