@@ -29,3 +29,9 @@ spn_add_test(NAME svc_session_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_session_test.c
              LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
 target_include_directories(svc_session_test PRIVATE ${CMAKE_SOURCE_DIR}/bench)
+spn_add_test(NAME svc_uids_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_uids_test.c
+             LIBS spn_svc_harness TIMEOUT 60)
+target_compile_definitions(svc_uids_test PRIVATE
+                           SPINDLED_BIN="$<TARGET_FILE:spindled>")
+add_dependencies(svc_uids_test spindled)
