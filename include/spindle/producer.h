@@ -23,9 +23,13 @@
 // small thread-local table. Neither makes a system call, takes a lock or
 // allocates, except the first call on a thread for a new instance (it
 // creates the thread's writer, under the producer's mutex). A writer
-// belongs to its thread: use it only there, and only until that thread's
-// next spn_ds_* call (a writer of an instance that stopped is retired
-// then). Writers are released when their thread exits.
+// belongs to its thread: use it only there. It stays valid until that
+// thread looks the same instance slot up again and finds the instance
+// stopped or replaced (the old writer is retired then, and a new one made
+// if the slot runs a new instance), or until the thread exits; a lookup of
+// another data source or slot never retires it. So a writer obtained for
+// an event stays usable for the whole event even if tracing stops
+// meanwhile (its data is then simply not committed).
 #ifndef SPINDLE_PRODUCER_H
 #define SPINDLE_PRODUCER_H
 
@@ -113,12 +117,12 @@ int spn_producer_create(const struct spn_producer_opts *opts,
 			struct spn_producer **out);
 
 /*
- * Disconnects (instances stop: their on_stop callbacks run, and writers
+ * Disconnects (instances stop: their on_stop callbacks run, and lookups
  * return NULL from then on), stops the I/O thread and frees the producer.
  * No thread may call spn_* functions of this producer or its data sources
- * afterwards. Writers still cached by live threads keep the SMB mapped
- * until those threads exit or make their next spn_ds_* call on another
- * producer. Any thread except the producer's own callbacks.
+ * afterwards. Writers still held by live threads keep their SMB mapped
+ * (and the producer's memory allocated) until those threads exit. Any
+ * thread except the producer's own callbacks.
  */
 void spn_producer_destroy(struct spn_producer *p);
 
@@ -254,15 +258,15 @@ struct spn_ds_tls {
  * The calling thread's state for instance slot `instance` of ds, creating
  * its writer the first time; NULL when the instance is not started (or
  * its writer cannot be had: no SMB, writer ids exhausted, no memory).
- * Valid on this thread until its next spn_ds_* call.
+ * The pointer and its writer stay valid on this thread as described at
+ * the top (until a lookup of the same slot finds another instance).
  */
 struct spn_ds_tls *spn_ds_tls(struct spn_ds *ds, uint32_t instance);
 
 /*
  * The calling thread's writer for the lowest started instance of ds, or
  * NULL when none is started. For every instance, iterate the bits of
- * spn_ds_enabled() with spn_ds_tls(). Valid on this thread until its next
- * spn_ds_* call.
+ * spn_ds_enabled() with spn_ds_tls().
  */
 struct spn_tw *spn_ds_writer(struct spn_ds *ds);
 

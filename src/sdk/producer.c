@@ -324,7 +324,7 @@ void spn_ds_stop_done(struct spn_ds_stop stop)
 
 /* ---- Thread-local writers ------------------------------------------------- */
 
-/* One writer of this thread. */
+/* One writer of this thread (allocated alone, so &pub stays put). */
 struct spn_tls_entry {
 	struct spn_ds *ds;		/* its data source */
 	uint64_t serial;		/* the instance it was made for */
@@ -333,9 +333,13 @@ struct spn_tls_entry {
 	struct spn_ds_tls pub;		/* what the caller gets */
 };
 
-/* This thread's writers, across producers. */
+/* This thread's writers, across producers: at most one per (data source,
+ * slot). An entry whose instance is gone (stale) is retired only by the
+ * next lookup of the same slot, or at thread exit, so a writer a caller
+ * holds (the track-event layer caches them) is never freed under it by a
+ * lookup of something else. */
 struct spn_tls_cache {
-	struct spn_tls_entry *e;	/* entries */
+	struct spn_tls_entry **e;	/* entries */
 	uint32_t n;			/* used */
 	uint32_t cap;			/* allocated */
 };
@@ -348,7 +352,7 @@ static pthread_key_t spn_tls_key;
 static pthread_once_t spn_tls_once = PTHREAD_ONCE_INIT;
 
 /* Owner thread: retires one writer (its data source's per-thread state,
- * the writer, the SMB reference). */
+ * the writer, the SMB reference) and frees the entry. */
 static void spn_tls_retire(struct spn_tls_entry *e)
 {
 	struct spn_ds *ds = e->ds;
@@ -357,6 +361,7 @@ static void spn_tls_retire(struct spn_tls_entry *e)
 		ds->cb.free_tls(e->pub.user, ds->cb.user);
 	spn_tw_destroy(e->pub.tw);
 	_spn_ctx_unref(e->ctx);
+	free(e);
 }
 
 /* Thread exit: retire everything. */
@@ -365,7 +370,7 @@ static void spn_tls_dtor(void *arg)
 	struct spn_tls_cache *c = arg;
 
 	for (uint32_t i = 0; i < c->n; i++)
-		spn_tls_retire(&c->e[i]);
+		spn_tls_retire(c->e[i]);
 	free(c->e);
 	free(c);
 	spn_tls = NULL;
@@ -376,29 +381,6 @@ static void spn_tls_key_init(void)
 	if (pthread_key_create(&spn_tls_key, spn_tls_dtor) != 0)
 		spn_log_error(SPN_TAG, "pthread_key_create failed: writers of exiting "
 				       "threads will not be released");
-}
-
-/* True when the entry's instance is gone (stopped, or another instance
- * took the slot). */
-static bool spn_tls_stale(const struct spn_tls_entry *e)
-{
-	/* Acquire: as in spn_ds_tls(). */
-	return atomic_load_explicit(&e->ds->inst[e->pub.instance].serial,
-				    memory_order_acquire) != e->serial;
-}
-
-/* Retires every stale entry of this thread (keeps the order of the rest). */
-static void spn_tls_sweep(struct spn_tls_cache *c)
-{
-	uint32_t k = 0;
-
-	for (uint32_t i = 0; i < c->n; i++) {
-		if (spn_tls_stale(&c->e[i]))
-			spn_tls_retire(&c->e[i]);
-		else
-			c->e[k++] = c->e[i];
-	}
-	c->n = k;
 }
 
 static struct spn_tls_cache *spn_tls_get(void)
@@ -419,9 +401,13 @@ static struct spn_tls_cache *spn_tls_get(void)
 	return c;
 }
 
-/* The slow path of spn_ds_tls(): retire stale writers, then make one for
- * the instance `serial` in slot i. */
-static struct spn_ds_tls *spn_tls_create(struct spn_ds *ds, uint32_t i, uint64_t serial)
+/*
+ * The slow path of spn_ds_tls(): retires this thread's stale entry of the
+ * slot (at index `stale`, or -1), then makes a writer for instance
+ * `serial` in slot i.
+ */
+static struct spn_ds_tls *spn_tls_create(struct spn_ds *ds, uint32_t i, uint64_t serial,
+					 int32_t stale)
 {
 	struct spn_producer *p = ds->p;
 	struct spn_ds_inst *in = &ds->inst[i];
@@ -433,16 +419,22 @@ static struct spn_ds_tls *spn_tls_create(struct spn_ds *ds, uint32_t i, uint64_t
 
 	if (!c)
 		return NULL;
-	spn_tls_sweep(c);
+	if (stale >= 0) {
+		spn_tls_retire(c->e[stale]);
+		c->e[stale] = c->e[--c->n];
+	}
 	if (c->n == c->cap) {
 		uint32_t cap = c->cap ? c->cap * 2 : 4;
-		struct spn_tls_entry *a = realloc(c->e, cap * sizeof(*a));
+		struct spn_tls_entry **a = realloc(c->e, cap * sizeof(*a));
 
 		if (!a)
 			return NULL;
 		c->e = a;
 		c->cap = cap;
 	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
 	pthread_mutex_lock(&p->lock);
 	/* Relaxed: serial changes only under this lock. */
 	if (atomic_load_explicit(&in->serial, memory_order_relaxed) == serial &&
@@ -455,15 +447,13 @@ static struct spn_ds_tls *spn_tls_create(struct spn_ds *ds, uint32_t i, uint64_t
 		target_buffer = in->target_buffer;
 	}
 	pthread_mutex_unlock(&p->lock);
-	if (!ctx)
-		return NULL;
-	if (smb_arbiter_create_writer(&ctx->arb, target_buffer, &tw) != 0) {
-		_spn_ctx_unref(ctx);
+	if (!ctx || smb_arbiter_create_writer(&ctx->arb, target_buffer, &tw) != 0) {
+		if (ctx)
+			_spn_ctx_unref(ctx);
+		free(e);
 		return NULL;
 	}
 	atomic_fetch_add_explicit(&p->n.writers_created, 1, memory_order_relaxed);
-	e = &c->e[c->n++];
-	memset(e, 0, sizeof(*e));
 	e->ds = ds;
 	e->serial = serial;
 	e->ctx = ctx;
@@ -471,6 +461,7 @@ static struct spn_ds_tls *spn_tls_create(struct spn_ds *ds, uint32_t i, uint64_t
 	e->pub.tw = tw;
 	e->pub.instance = i;
 	e->pub.incremental_reset = true;
+	c->e[c->n++] = e;
 	return &e->pub;
 }
 
@@ -489,13 +480,13 @@ struct spn_ds_tls *spn_ds_tls(struct spn_ds *ds, uint32_t i)
 	if (!serial)
 		return NULL;
 	for (uint32_t k = 0; c && k < c->n; k++) {
-		struct spn_tls_entry *e = &c->e[k];
+		struct spn_tls_entry *e = c->e[k];
 		uint32_t gen;
 
 		if (e->ds != ds || e->pub.instance != i)
 			continue;
 		if (e->serial != serial)
-			break; /* stale: the slow path retires it */
+			return spn_tls_create(ds, i, serial, (int32_t)k);
 		/* Relaxed: a hint (see struct spn_ds_inst). */
 		gen = atomic_load_explicit(&in->clear_gen, memory_order_relaxed);
 		if (gen != e->clear_gen) {
@@ -504,7 +495,7 @@ struct spn_ds_tls *spn_ds_tls(struct spn_ds *ds, uint32_t i)
 		}
 		return &e->pub;
 	}
-	return spn_tls_create(ds, i, serial);
+	return spn_tls_create(ds, i, serial, -1);
 }
 
 struct spn_tw *spn_ds_writer(struct spn_ds *ds)
