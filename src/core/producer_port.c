@@ -429,9 +429,11 @@ static void pp_abi_violation(struct svc_producer *p, const char *why)
 	ipc_conn_close_after_flush(p->conn);
 }
 
-/* Stores the well-formed leading fragments of a chunk whose rest is bad. */
+/* Stores the well-formed leading fragments of a chunk whose rest is bad
+ * (payload: the validated copy). */
 static void pp_store_prefix(struct svc_producer *p, struct svc_buf *b,
-			    const struct smb_chunk_info *info)
+			    const struct smb_chunk_info *info,
+			    const uint8_t *payload)
 {
 	struct svc_tbuf_chunk tc = {
 		.producer_id = p->id,
@@ -443,20 +445,30 @@ static void pp_store_prefix(struct svc_producer *p, struct svc_buf *b,
 		.flags = (uint8_t)(info->flags & ~(SVC_CHUNK_LAST_CONT |
 						   SVC_CHUNK_NEEDS_PATCH)),
 		.complete = true,
-		.payload = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE,
+		.payload = payload,
 		.len = info->used,
 	};
 
 	svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
 }
 
-/* Moves one chunk from the SMB into its buffer (§5.1 step 2, §5.2). */
+/*
+ * Moves one chunk from the SMB into its buffer (§5.1 step 2, §5.2). The
+ * chunk is copied once, straight into the room its record will have in the
+ * buffer (svc_tbuf_lane_stage: unpublished, so private), validated there
+ * and committed in place; the lane's scratch buffer is the fallback when
+ * the buffer has no room or the target is not allowed.
+ */
 static void pp_move(struct svc *svc, struct svc_producer *p,
 		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv)
 {
+	uint8_t hdr[SPN_SMB_CHUNK_HEADER_SIZE];
 	struct smb_chunk_info info;
+	struct smb_chunk_taken t;
 	struct svc_tbuf_chunk tc;
 	struct svc_buf *b;
+	uint8_t *dst = NULL;
+	size_t cap;
 	int rc = -EAGAIN;
 
 	if (mv->has_data) {
@@ -465,24 +477,30 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 		return;
 	}
 	for (int tries = 0; rc == -EAGAIN && tries < 4; tries++)
-		rc = smb_chunk_commit_copy(&p->shm->smb, mv->page, mv->chunk,
-					   p->lane->scratch, SVC_CHUNK_SCRATCH,
-					   &info);
-	if (rc == -EINVAL || rc == -EBUSY || rc == -EAGAIN)
+		rc = smb_chunk_commit_take(&p->shm->smb, mv->page, mv->chunk,
+					   &t, &info);
+	if (rc != 0)
 		return; /* not a Complete chunk of this SMB: ignored */
+	b = pp_allowed(p, mv->target_buffer);
+	cap = t.size - SPN_SMB_CHUNK_HEADER_SIZE;
+	if (b)
+		dst = svc_tbuf_lane_stage(b->tb, p->lane->idx, (uint32_t)cap);
+	if (!dst) {
+		dst = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+		cap = SVC_CHUNK_SCRATCH - SPN_SMB_CHUNK_HEADER_SIZE;
+	}
+	rc = smb_chunk_commit_finish(&p->shm->smb, &t, hdr, dst, cap, &info);
 	if (rc == -ENOSPC || info.end == SMB_CHUNK_BAD_HEADER ||
 	    info.end == SMB_CHUNK_BAD_FRAGMENT) {
 		/* DESIGN.md §4: a producer that breaks the ABI is cut off;
 		 * only the well-formed fragments before the fault are kept,
 		 * so its damage stays inside its own sequence. */
-		if (info.end == SMB_CHUNK_BAD_FRAGMENT && info.nfrags &&
-		    (b = pp_allowed(p, mv->target_buffer)) != NULL)
-			pp_store_prefix(p, b, &info);
+		if (info.end == SMB_CHUNK_BAD_FRAGMENT && info.nfrags && b)
+			pp_store_prefix(p, b, &info, dst);
 		pp_discard(svc);
 		pp_abi_violation(p, info.why ? info.why : "chunk too large");
 		return;
 	}
-	b = pp_allowed(p, mv->target_buffer);
 	if (!b || (p->writer_buf && p->writer_buf[info.writer_id] &&
 		   p->writer_buf[info.writer_id] != mv->target_buffer)) {
 		pp_discard(svc);
@@ -497,7 +515,7 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 		.nfrags = info.count,
 		.flags = info.flags,
 		.complete = true,
-		.payload = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE,
+		.payload = dst,
 		.len = info.size - SPN_SMB_CHUNK_HEADER_SIZE,
 	};
 	svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);

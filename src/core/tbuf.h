@@ -147,7 +147,7 @@ uint32_t svc_tbuf_segment_count(const struct svc_tbuf *b);
  * writer, chunk id) is a re-commit, accepted per §2.2.
  * Returns SVC_TBUF_STORED / SVC_TBUF_REWRITTEN / SVC_TBUF_IGNORED, or:
  *   -EINVAL   bad lane, ids or fragment count (abi_violations++ except a
- *             bad lane);
+ *             bad lane), or a staged payload longer than its stage;
  *   -E2BIG    payload too big for a record or a segment (abi_violations++);
  *   -EPROTO   re-commit breaking §2.2 (abi_violations++);
  *   -ENOSPC   DISCARD buffer full (chunks_discarded++), or ring buffer with
@@ -155,6 +155,19 @@ uint32_t svc_tbuf_segment_count(const struct svc_tbuf *b);
  */
 int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
 			 const struct svc_tbuf_chunk *c);
+
+/*
+ * Lane `lane`: room for a chunk payload of `len` bytes where it would be
+ * stored, so the caller can copy a chunk there straight from the SMB and
+ * validate it in place (nobody else can see it until it is committed).
+ * Commit it with svc_tbuf_lane_commit() with c->payload equal to the
+ * returned pointer and c->len <= len: nothing is copied again. The room is
+ * valid until the lane's next svc_tbuf_lane_* call on this buffer; one that
+ * is never committed is simply reused. Returns NULL when no room can be had
+ * now (len too big for a record, DISCARD buffer full, every segment busy):
+ * the caller copies elsewhere and commits that, which counts the loss.
+ */
+uint8_t *svc_tbuf_lane_stage(struct svc_tbuf *b, unsigned lane, uint32_t len);
 
 /*
  * Lane `lane` applies `n` patches to its stored chunk (trace-buffer.md §3).

@@ -210,6 +210,9 @@ struct tb_lane {
 	bool seqs_init;		/* seqs was initialised */
 	uint64_t sweep_at;	/* chunk index size that triggers a sweep */
 	struct tb_lane_seq *last_seq; /* one-entry lookup cache */
+	uint8_t *stage;		/* svc_tbuf_lane_stage()'s room (payload of a
+				 * record reserved at the cursor), NULL none */
+	uint32_t stage_len;	/* its payload bytes */
 	struct tb_counters ctr;	/* this lane's counters */
 } __attribute__((aligned(TB_CACHELINE)));
 

@@ -434,10 +434,13 @@ static struct tb_rec *tb_relocate_begin(struct svc_tbuf *b, struct tb_lane *l,
 	if (tb_lane_reserve(b, l, old->rec_len, nloc) < 0)
 		return NULL;
 	n = tb_rec_at(b, nloc->seg, nloc->off);
+	if (!src)
+		src = (const uint8_t *)(old + 1);
 	/* Reading the old payload while the reader also reads it is fine:
-	 * nobody writes it (we would need WRITING for that). */
-	memcpy((uint8_t *)(n + 1), src ? src : (const uint8_t *)(old + 1),
-	       old->payload_len);
+	 * nobody writes it (we would need WRITING for that). A staged
+	 * payload is already in place (same reservation). */
+	if ((const uint8_t *)(n + 1) != src)
+		memcpy((uint8_t *)(n + 1), src, old->payload_len);
 	tb_rec_init(l, n, old->producer_id, old->writer_id, old->chunk_id,
 		    old->uid, old->pid, old->payload_len, 0, 0);
 	return n;
@@ -568,7 +571,10 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 		return -ENOSPC;
 	}
 	r = tb_rec_at(b, loc.seg, loc.off);
-	memcpy((uint8_t *)(r + 1), c->payload, c->len);
+	/* A staged payload is already there (the reservation is the same:
+	 * nothing moved the cursor since svc_tbuf_lane_stage()). */
+	if ((const uint8_t *)(r + 1) != c->payload)
+		memcpy((uint8_t *)(r + 1), c->payload, c->len);
 	tb_rec_init(l, r, c->producer_id, c->writer_id, c->chunk_id, c->uid,
 		    c->pid, c->len, meta, 0);
 	tb_lane_publish(b, l, rec_len);
@@ -577,6 +583,28 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 	tb_index_set(b, l, seq, tb_chunk_key(c->producer_id, c->writer_id,
 					     c->chunk_id), &loc);
 	return SVC_TBUF_STORED;
+}
+
+uint8_t *svc_tbuf_lane_stage(struct svc_tbuf *b, unsigned lane, uint32_t len)
+{
+	struct tb_lane *l;
+	struct tb_loc loc;
+
+	if (lane >= b->nlanes)
+		return NULL;
+	l = &b->lanes[lane];
+	l->stage = NULL;
+	if (len > SVC_TBUF_MAX_PAYLOAD ||
+	    tb_align16(TB_REC_HDR + len) > b->seg_size ||
+	    (b->policy == SVC_TBUF_DISCARD &&
+	     atomic_load_explicit(&b->discarding, memory_order_relaxed)) ||
+	    tb_lane_reserve(b, l, tb_align16(TB_REC_HDR + len), &loc) < 0)
+		return NULL;
+	/* Past seg->used: no reader or recycler looks there, and the
+	 * segment stays this lane's (CURRENT) until it seals it. */
+	l->stage = (uint8_t *)(tb_rec_at(b, loc.seg, loc.off) + 1);
+	l->stage_len = len;
+	return l->stage;
 }
 
 int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
@@ -591,6 +619,12 @@ int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
 	if (lane >= b->nlanes)
 		return -EINVAL;
 	l = &b->lanes[lane];
+	if (l->stage && c->payload == l->stage && c->len > l->stage_len) {
+		/* Would not fit where it already is. */
+		l->stage = NULL;
+		return -EINVAL;
+	}
+	l->stage = NULL;
 	if (c->producer_id == 0 || c->writer_id == 0 || c->writer_id > 32767 ||
 	    c->nfrags > TB_M_NFRAGS || (c->len && !c->payload)) {
 		tb_count(&l->ctr, TB_C_ABI_VIOLATIONS, 1);
@@ -652,6 +686,7 @@ int svc_tbuf_lane_patch(struct svc_tbuf *b, unsigned lane,
 	if (n > SVC_TBUF_MAX_PATCHES)
 		return -E2BIG;
 	l = &b->lanes[lane];
+	l->stage = NULL;	/* a relocation below may take its room */
 	r = tb_index_find(b, l, tb_chunk_key(producer_id, writer_id, chunk_id),
 			  &loc);
 	if (!r) {

@@ -33,31 +33,46 @@ static void smb_put_le16(uint8_t *p, uint16_t v)
 	p[1] = (uint8_t)(v >> 8);
 }
 
-int smb_frag_parse(const uint8_t *payload, uint32_t len, uint32_t pos,
-		   struct smb_frag *frag)
+/*
+ * The fragment at payload offset pos: returns the bytes it spans and sets
+ * *size, or -ENOMSG / -EBADMSG as smb_frag_parse() documents.
+ */
+static inline int smb_frag_span(const uint8_t *payload, uint32_t len,
+				uint32_t pos, uint32_t *size)
 {
-	uint32_t size = 0, i;
-	uint64_t end;
+	uint32_t n, sz = 0;
 
-	for (i = 0;; i++) {
+	for (n = 0;; n++) {
 		uint8_t b;
 
-		if (i == SMB_FRAG_MAX_PREFIX || pos >= len || i >= len - pos)
+		if (n == SMB_FRAG_MAX_PREFIX || pos >= len || n >= len - pos)
 			return -EBADMSG;
-		b = payload[pos + i];
-		size |= (uint32_t)(b & 0x7Fu) << (7u * i);
+		b = payload[pos + n];
+		sz |= (uint32_t)(b & 0x7Fu) << (7u * n);
 		if (!(b & 0x80u))
 			break;
 	}
-	i++; /* prefix bytes */
-	if (size == SPN_SMB_DROP_PACKET_SIZE)
+	n++; /* prefix bytes */
+	if (sz == SPN_SMB_DROP_PACKET_SIZE)
 		return -ENOMSG;
-	end = (uint64_t)pos + i + size;
-	if (end > len)
+	/* pos + n <= len here, and sz < 2^28: no overflow in 64 bits. */
+	if ((uint64_t)pos + n + sz > len)
 		return -EBADMSG;
-	frag->off = pos + i;
+	*size = sz;
+	return (int)(n + sz);
+}
+
+int smb_frag_parse(const uint8_t *payload, uint32_t len, uint32_t pos,
+		   struct smb_frag *frag)
+{
+	uint32_t size;
+	int r = smb_frag_span(payload, len, pos, &size);
+
+	if (r < 0)
+		return r;
+	frag->off = pos + (uint32_t)r - size;
 	frag->size = size;
-	return (int)(end - pos);
+	return r;
 }
 
 /* Ends the validation of *info with `end` and reason `why`; returns err. */
@@ -69,30 +84,32 @@ static int smb_chunk_end(struct smb_chunk_info *info, enum smb_chunk_end end,
 	return err;
 }
 
-int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info)
+/*
+ * Validates a chunk copy whose 8-byte header is at hdr and whose `len`
+ * payload bytes are at payload (contiguous or not). Clears the reserved
+ * flag bits in hdr. Returns what smb_chunk_validate() returns.
+ */
+static int smb_chunk_validate_split(uint8_t *hdr, const uint8_t *payload,
+				    size_t len, struct smb_chunk_info *info)
 {
-	uint8_t *c = chunk;
-	const uint8_t *payload = c + SPN_SMB_CHUNK_HEADER_SIZE;
-	uint32_t len, pos = 0, i;
-	struct smb_frag f;
+	uint32_t pos = 0, i;
 	uint16_t packets;
 
 	memset(info, 0, sizeof(*info));
-	if (size < SPN_SMB_CHUNK_HEADER_SIZE || size > SPN_SMB_MAX_CHUNK_SIZE)
+	if (len > SPN_SMB_MAX_CHUNK_SIZE - SPN_SMB_CHUNK_HEADER_SIZE)
 		return smb_chunk_end(info, SMB_CHUNK_BAD_HEADER,
 				     "chunk size outside 8..65535 bytes", -EINVAL);
-	len = (uint32_t)size - SPN_SMB_CHUNK_HEADER_SIZE;
-	info->size = (uint32_t)size;
-	info->chunk_id = smb_le32(c);
-	info->writer_id = smb_le16(c + 4);
-	packets = smb_le16(c + 6);
+	info->size = (uint32_t)len + SPN_SMB_CHUNK_HEADER_SIZE;
+	info->chunk_id = smb_le32(hdr);
+	info->writer_id = smb_le16(hdr + 4);
+	packets = smb_le16(hdr + 6);
 	if (spn_smb_packets_flags(packets) & ~(uint32_t)SPN_SMB_FLAGS_KNOWN) {
 		/* Reserved flag bits: not ours to interpret; keep them out of
 		 * the stored copy so later readers see only known flags. */
 		packets = spn_smb_packets(spn_smb_packets_count(packets),
 					  spn_smb_packets_flags(packets) &
 						  SPN_SMB_FLAGS_KNOWN);
-		smb_put_le16(c + 6, packets);
+		smb_put_le16(hdr + 6, packets);
 	}
 	info->count = (uint16_t)spn_smb_packets_count(packets);
 	info->flags = (uint8_t)spn_smb_packets_flags(packets);
@@ -100,35 +117,51 @@ int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info)
 		return smb_chunk_end(info, SMB_CHUNK_BAD_HEADER,
 				     "writer id outside 1..32767", -EBADMSG);
 	for (i = 0; i < info->count; i++) {
-		int r = smb_frag_parse(payload, len, pos, &f);
+		uint32_t size;
+		int r = smb_frag_span(payload, (uint32_t)len, pos, &size);
 
-		if (r == -ENOMSG)
-			return smb_chunk_end(info, SMB_CHUNK_DROP,
-					     "drop marker: the writer lost the rest "
-					     "of the packet", -ENOMSG);
-		if (r < 0)
+		if (r < 0) {
+			info->nfrags = (uint16_t)i;
+			info->used = pos;
+			if (r == -ENOMSG)
+				return smb_chunk_end(info, SMB_CHUNK_DROP,
+						     "drop marker: the writer lost "
+						     "the rest of the packet",
+						     -ENOMSG);
 			return smb_chunk_end(info, SMB_CHUNK_BAD_FRAGMENT,
 					     pos >= len ?
 					     "fewer fragments than the count before "
 					     "the payload end" :
 					     "fragment size prefix or data runs past "
 					     "the payload end or 4 bytes", -EBADMSG);
+		}
 		pos += (uint32_t)r;
-		info->nfrags = (uint16_t)(i + 1);
-		info->used = pos;
 	}
+	info->nfrags = (uint16_t)i;
+	info->used = pos;
 	return smb_chunk_end(info, SMB_CHUNK_OK, NULL, 0);
 }
 
-int smb_chunk_commit_copy(struct spn_smb *smb, uint32_t page, uint32_t chunk,
-			  void *dst, size_t cap, struct smb_chunk_info *info)
+int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info)
 {
-	uint32_t layout, size, attempt;
-	int r, fr = -EAGAIN;
-	bool freed;
+	uint8_t *c = chunk;
+
+	if (size < SPN_SMB_CHUNK_HEADER_SIZE || size > SPN_SMB_MAX_CHUNK_SIZE) {
+		memset(info, 0, sizeof(*info));
+		return smb_chunk_end(info, SMB_CHUNK_BAD_HEADER,
+				     "chunk size outside 8..65535 bytes", -EINVAL);
+	}
+	return smb_chunk_validate_split(c, c + SPN_SMB_CHUNK_HEADER_SIZE,
+					size - SPN_SMB_CHUNK_HEADER_SIZE, info);
+}
+
+int smb_chunk_commit_take(struct spn_smb *smb, uint32_t page, uint32_t chunk,
+			  struct smb_chunk_taken *t, struct smb_chunk_info *info)
+{
+	int r;
 
 	memset(info, 0, sizeof(*info));
-	r = spn_smb_try_acquire_read(smb, page, chunk, &layout);
+	r = spn_smb_try_acquire_read(smb, page, chunk, &t->layout);
 	if (r == -EINVAL)
 		info->why = "page outside the SMB or chunk outside the page layout";
 	else if (r == -EBUSY)
@@ -137,25 +170,62 @@ int smb_chunk_commit_copy(struct spn_smb *smb, uint32_t page, uint32_t chunk,
 		info->why = "page word changed during the attempt";
 	if (r != 0)
 		return r;
-	size = smb->chunk_size[layout];
-	if (size <= cap)
-		memcpy(dst, spn_smb_chunk(smb, page, layout, chunk), size);
+	t->page = page;
+	t->chunk = chunk;
+	t->size = smb->chunk_size[t->layout];
+	return 0;
+}
+
+int smb_chunk_commit_finish(struct spn_smb *smb, const struct smb_chunk_taken *t,
+			    uint8_t *hdr, uint8_t *payload, size_t cap,
+			    struct smb_chunk_info *info)
+{
+	const uint8_t *src = (const uint8_t *)spn_smb_chunk(smb, t->page,
+							    t->layout, t->chunk);
+	uint32_t len = t->size - SPN_SMB_CHUNK_HEADER_SIZE, attempt;
+	int r, fr = -EAGAIN;
+	bool freed;
+
+	/* The one copy out of the SMB; only the copy is parsed below. */
+	if (payload && len <= cap) {
+		memcpy(hdr, src, SPN_SMB_CHUNK_HEADER_SIZE);
+		memcpy(payload, src + SPN_SMB_CHUNK_HEADER_SIZE, len);
+	}
 	/* Always give the chunk back, valid or not. The page word also moves
 	 * when the producer takes or completes other chunks of the page, so
 	 * retry within the usual budget; never wait for the producer. */
 	for (attempt = 0; attempt < SPN_SMB_CAS_MAX_ATTEMPTS && fr == -EAGAIN; attempt++)
-		fr = spn_smb_try_free(smb, page, layout, chunk, SPN_SMB_BEING_READ);
+		fr = spn_smb_try_free(smb, t->page, t->layout, t->chunk,
+				      SPN_SMB_BEING_READ);
 	freed = fr == 0;
-	if (size > cap) {
+	if (!payload || len > cap) {
+		memset(info, 0, sizeof(*info));
 		info->freed = freed;
-		info->size = size;
+		info->size = t->size;
 		info->why = "chunk larger than the copy buffer";
 		return -ENOSPC;
 	}
-	r = smb_chunk_validate(dst, size, info);
+	r = smb_chunk_validate_split(hdr, payload, len, info);
 	info->complete = true;
 	info->freed = freed;
 	return r;
+}
+
+int smb_chunk_commit_copy(struct spn_smb *smb, uint32_t page, uint32_t chunk,
+			  void *dst, size_t cap, struct smb_chunk_info *info)
+{
+	struct smb_chunk_taken t;
+	uint8_t *d = dst;
+	int r = smb_chunk_commit_take(smb, page, chunk, &t, info);
+	bool fits;
+
+	if (r != 0)
+		return r;
+	fits = t.size <= cap;
+	return smb_chunk_commit_finish(smb, &t, d,
+				       fits ? d + SPN_SMB_CHUNK_HEADER_SIZE : NULL,
+				       fits ? cap - SPN_SMB_CHUNK_HEADER_SIZE : 0,
+				       info);
 }
 
 int smb_chunk_scrape_copy(const struct spn_smb *smb, uint32_t page, uint32_t chunk,

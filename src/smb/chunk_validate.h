@@ -81,8 +81,42 @@ struct smb_chunk_info {
  */
 int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info);
 
+/* A Complete chunk the service took for reading (BeingRead). */
+struct smb_chunk_taken {
+	uint32_t page;	 /* page index */
+	uint32_t chunk;	 /* chunk index in the page */
+	uint32_t layout; /* the page's layout when it was taken */
+	uint32_t size;	 /* chunk bytes, 8-byte header included */
+};
+
 /*
- * Commit path: takes Complete chunk `chunk` of page `page` for reading,
+ * Commit path, first half: takes Complete chunk `chunk` of page `page` for
+ * reading and fills *t (t->size tells the caller how much room the copy
+ * needs). The caller must then call smb_chunk_commit_finish(), which gives
+ * the chunk back. Returns 0, or with nothing taken (info->why set): -EINVAL
+ * (page not in the SMB or chunk not in the page's layout: ignore the
+ * entry), -EBUSY (the chunk is not Complete), -EAGAIN (the page word
+ * changed under us; retry).
+ */
+int smb_chunk_commit_take(struct spn_smb *smb, uint32_t page, uint32_t chunk,
+			  struct smb_chunk_taken *t, struct smb_chunk_info *info);
+
+/*
+ * Commit path, second half: copies taken chunk t once, its 8-byte header to
+ * hdr and its t->size - 8 payload bytes to payload (which may be where the
+ * chunk will be stored, as long as nobody else can see it yet), frees the
+ * chunk, then validates the copy (hdr and payload only, never the SMB).
+ * Returns what smb_chunk_validate() returns, or -ENOSPC with nothing copied
+ * when payload is NULL or the payload is larger than cap (the chunk is
+ * freed and its data lost). info->freed as for smb_chunk_commit_copy().
+ */
+int smb_chunk_commit_finish(struct spn_smb *smb, const struct smb_chunk_taken *t,
+			    uint8_t *hdr, uint8_t *payload, size_t cap,
+			    struct smb_chunk_info *info);
+
+/*
+ * Commit path in one call (take, then finish into one buffer): takes
+ * Complete chunk `chunk` of page `page` for reading,
  * copies it (whole, header included) to dst, frees it, then validates the
  * copy. The chunk is freed whatever its content; info->freed is false only
  * if a hostile producer kept changing the page word or moved the chunk out

@@ -716,6 +716,97 @@ static void test_copy_on_write(void **state)
 	assert_int_equal(stats().chunks_dropped_late, 0);
 }
 
+/* Commits CB as chunk id of (1, w) through a stage: copied in place. */
+static int scommit(uint16_t w, uint32_t id, uint8_t flags, bool complete)
+{
+	uint8_t *st = svc_tbuf_lane_stage(B, 0, CB.len);
+	struct svc_tbuf_chunk ch = {
+		.producer_id = 1, .writer_id = w, .chunk_id = id,
+		.uid = 1001, .pid = 4001, .nfrags = CB.nfrags,
+		.flags = flags, .complete = complete, .payload = st,
+		.len = CB.len,
+	};
+
+	assert_non_null(st);
+	memcpy(st, CB.buf, CB.len);
+	return svc_tbuf_lane_commit(B, 0, &ch);
+}
+
+/* Chunks copied straight into their place (svc_tbuf_lane_stage). */
+static void test_staged_commit(void **state)
+{
+	struct svc_tbuf_chunk ch = { .producer_id = 1, .writer_id = 3,
+				     .nfrags = 1, .complete = true };
+	uint8_t *a, *b;
+	struct tb_rec *r;
+	int n;
+
+	(void)state;
+	setup_buf(1 << 20, SVC_TBUF_RING, 1);
+	/* Many chunks of varying size: stages cross segment ends. */
+	for (uint32_t id = 0; id < 400; id++) {
+		build_packets(1, id * 4, 4, 50 + (id * 37) % 400);
+		assert_int_equal(scommit(1, id, 0, true), SVC_TBUF_STORED);
+	}
+	n = read_all();
+	assert_int_equal(n, 1600);
+	assert_int_equal(stats().chunks_overwritten, 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(PK[i].counter, i);
+		assert_true(PK[i].filler_ok);
+	}
+	/* A stage never committed is simply taken again. */
+	a = svc_tbuf_lane_stage(B, 0, 100);
+	b = svc_tbuf_lane_stage(B, 0, 100);
+	assert_non_null(a);
+	assert_ptr_equal(a, b);
+	/* A payload longer than its stage is refused. */
+	ch.payload = b;
+	ch.len = 101;
+	assert_int_equal(svc_tbuf_lane_commit(B, 0, &ch), -EINVAL);
+	assert_null(svc_tbuf_lane_stage(B, 1, 100));
+	assert_null(svc_tbuf_lane_stage(B, 0, SVC_TBUF_MAX_PAYLOAD + 1));
+	/* Staged re-commit of a scraped chunk, in place. */
+	build_packets(2, 0, 3, 20);
+	assert_int_equal(tcommit(B, 0, 1, 2, 0, &CB, 0, false), 0);
+	assert_int_equal(scommit(2, 0, 0, true), SVC_TBUF_REWRITTEN);
+	/* ... and while the reader holds it: relocated into the stage. */
+	build_packets(2, 3, 3, 20);
+	assert_int_equal(tcommit(B, 0, 1, 2, 1, &CB, 0, false), 0);
+	r = find_rec(1, 2, 1);
+	assert_non_null(r);
+	atomic_fetch_or(&r->meta, TB_M_READING);
+	assert_int_equal(scommit(2, 1, 0, true), SVC_TBUF_REWRITTEN);
+	atomic_fetch_and(&r->meta, ~TB_M_READING);
+	assert_int_equal(stats().chunks_copied_on_write, 1);
+	n = read_all();
+	assert_int_equal(n, 6);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(PK[i].seq, 2);
+		assert_int_equal(PK[i].counter, i);
+		assert_true(PK[i].filler_ok);
+	}
+	assert_int_equal(stats().chunks_rewritten, 2);
+	assert_int_equal(stats().abi_violations, 0);
+}
+
+/* DISCARD: no room to stage once full. */
+static void test_staged_discard(void **state)
+{
+	(void)state;
+	setup_buf(65536, SVC_TBUF_DISCARD, 1);
+	for (uint32_t id = 0; id < 16; id++) {
+		build_packets(1, id, 1, 3980);
+		assert_int_equal(scommit(1, id, 0, true), 0);
+	}
+	/* Claiming a segment for this one finds only unread data. */
+	assert_null(svc_tbuf_lane_stage(B, 0, CB.len));
+	assert_null(svc_tbuf_lane_stage(B, 0, 10));
+	assert_int_equal(put1(0, 1, 1, 16, 10), -ENOSPC);
+	assert_int_equal(read_all(), 16);
+	assert_int_equal(stats().chunks_discarded, 1);
+}
+
 /* §2.1, §4.4: out-of-order ids are stored and read in id order. */
 static void test_out_of_order(void **state)
 {
@@ -1335,6 +1426,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_recommit_scraped, teardown),
 		cmocka_unit_test_teardown(test_recommit_rules, teardown),
 		cmocka_unit_test_teardown(test_copy_on_write, teardown),
+		cmocka_unit_test_teardown(test_staged_commit, teardown),
+		cmocka_unit_test_teardown(test_staged_discard, teardown),
 		cmocka_unit_test_teardown(test_out_of_order, teardown),
 		cmocka_unit_test_teardown(test_chunk_id_wrap, teardown),
 		cmocka_unit_test_teardown(test_ring_overwrite, teardown),
