@@ -35,24 +35,48 @@ static void smb_put_le16(uint8_t *p, uint16_t v)
 
 /*
  * The fragment at payload offset pos: returns the bytes it spans and sets
- * *size, or -ENOMSG / -EBADMSG as smb_frag_parse() documents.
+ * *size, or -ENOMSG / -EBADMSG as smb_frag_parse() documents. With 4 bytes
+ * left the size prefix is decoded from one load (writers use the 4-byte
+ * redundant form, spec §6.1); near the payload end byte by byte.
  */
 static inline int smb_frag_span(const uint8_t *payload, uint32_t len,
 				uint32_t pos, uint32_t *size)
 {
-	uint32_t n, sz = 0;
+	uint32_t n, sz;
 
-	for (n = 0;; n++) {
-		uint8_t b;
+	if (pos < len && len - pos >= SMB_FRAG_MAX_PREFIX) {
+		uint32_t w = smb_le32(payload + pos);
 
-		if (n == SMB_FRAG_MAX_PREFIX || pos >= len || n >= len - pos)
-			return -EBADMSG;
-		b = payload[pos + n];
-		sz |= (uint32_t)(b & 0x7Fu) << (7u * n);
-		if (!(b & 0x80u))
-			break;
+		/* The first byte without the continuation bit ends it. */
+		if (!(w & 0x80u))
+			n = 1;
+		else if (!(w & 0x8000u))
+			n = 2;
+		else if (!(w & 0x800000u))
+			n = 3;
+		else if (!(w & 0x80000000u))
+			n = 4;
+		else
+			return -EBADMSG; /* a fifth prefix byte */
+		/* 7 bits from each byte, then only the n bytes it has. */
+		sz = (w & 0x7Fu) | ((w >> 1) & 0x3F80u) |
+		     ((w >> 2) & 0x1FC000u) | ((w >> 3) & 0xFE00000u);
+		sz &= (1u << (7u * n)) - 1u;
+	} else {
+		sz = 0;
+		for (n = 0;; n++) {
+			uint8_t b;
+
+			if (n == SMB_FRAG_MAX_PREFIX || pos >= len ||
+			    n >= len - pos)
+				return -EBADMSG;
+			b = payload[pos + n];
+			sz |= (uint32_t)(b & 0x7Fu) << (7u * n);
+			if (!(b & 0x80u))
+				break;
+		}
+		n++; /* prefix bytes */
 	}
-	n++; /* prefix bytes */
 	if (sz == SPN_SMB_DROP_PACKET_SIZE)
 		return -ENOMSG;
 	/* pos + n <= len here, and sz < 2^28: no overflow in 64 bits. */

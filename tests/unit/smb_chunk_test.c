@@ -120,6 +120,76 @@ static void test_frag_parse(void **state)
 	assert_int_equal(smb_frag_parse(huge, sizeof(huge), 0, &f), -EBADMSG);
 }
 
+/* The spec's fragment rule byte by byte (§6.1, §6.2), as a reference. */
+static int ref_frag(const uint8_t *p, uint32_t len, uint32_t pos,
+		    uint32_t *size)
+{
+	uint32_t sz = 0, n = 0;
+
+	for (;;) {
+		if (n == 4 || pos + n >= len)
+			return -EBADMSG;
+		sz |= (uint32_t)(p[pos + n] & 0x7F) << (7 * n);
+		if (!(p[pos + n++] & 0x80))
+			break;
+	}
+	if (sz == SPN_SMB_DROP_PACKET_SIZE)
+		return -ENOMSG;
+	if ((uint64_t)pos + n + sz > len)
+		return -EBADMSG;
+	*size = sz;
+	return (int)(n + sz);
+}
+
+/* The prefix decoder agrees with the reference on every shape of prefix,
+ * with 4 or more bytes left (one-load path) and fewer (byte path). */
+static void test_frag_parse_differential(void **state)
+{
+	static const uint8_t shapes[] = { 0x00, 0x01, 0x7F, 0x80, 0x81, 0xFF };
+	uint8_t buf[64];
+	uint32_t seed = 12345;
+
+	(void)state;
+	for (int k = 0; k < 6 * 6 * 6 * 6 * 6; k++) {
+		int v = k;
+
+		for (int i = 0; i < 5; i++, v /= 6)
+			buf[i] = shapes[v % 6];
+		for (int i = 5; i < 64; i++) {
+			seed = seed * 1103515245u + 12345u;
+			buf[i] = (uint8_t)(seed >> 16);
+		}
+		for (uint32_t len = 0; len <= 64; len++) {
+			for (uint32_t pos = 0; pos < 3; pos++) {
+				struct smb_frag f;
+				uint32_t rsz = 0;
+				int want = pos < len ? ref_frag(buf, len, pos, &rsz) :
+						       -EBADMSG;
+				int got = smb_frag_parse(buf, len, pos, &f);
+
+				assert_int_equal(got, want);
+				if (want >= 0) {
+					assert_int_equal(f.size, rsz);
+					assert_int_equal(f.off, pos + (uint32_t)want - rsz);
+				}
+			}
+		}
+	}
+	/* Sizes of each prefix length near the payload end. */
+	memset(buf, 0, sizeof(buf));
+	buf[0] = 0x85;
+	buf[1] = 0x80;
+	buf[2] = 0x00; /* 5 in a 3-byte varint */
+	{
+		struct smb_frag f;
+
+		assert_int_equal(smb_frag_parse(buf, 8, 0, &f), 8);
+		assert_int_equal(f.off, 3);
+		assert_int_equal(f.size, 5);
+		assert_int_equal(smb_frag_parse(buf, 7, 0, &f), -EBADMSG);
+	}
+}
+
 /* ---- Whole chunks ---------------------------------------------------------- */
 
 static void test_validate_good(void **state)
@@ -544,6 +614,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_frag_parse),
+		cmocka_unit_test(test_frag_parse_differential),
 		cmocka_unit_test(test_validate_good),
 		cmocka_unit_test(test_validate_bad_header),
 		cmocka_unit_test(test_validate_bad_fragments),
