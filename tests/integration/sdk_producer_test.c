@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// libspindle's producer against a real spindled: data sources registered, enabled by a consumer, written by app threads through spn_ds_writer and read back exactly; flush acks (partial chunks of idle threads included); deferred stop notifications; a startup SMB; and a spindled process killed mid-trace and restarted on the same sockets.
+// libspindle's producer against a real spindled: data sources registered, enabled by a consumer, written by app threads through spn_ds_writer and read back exactly; flush acks (partial chunks of idle threads included); deferred stop notifications; incremental-state clears reaching the threads; a startup SMB; back-off without a service; and a spindled process killed mid-trace and restarted on the same sockets.
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -59,7 +59,7 @@ static bool wait_for(bool (*cond)(void *), void *arg, unsigned ms)
 /* ---- the data source under test ---- */
 
 struct dsrec {
-	_Atomic unsigned setups, starts, stops, flushes;
+	_Atomic unsigned setups, starts, stops, flushes, clears;
 	bool defer_stop;		/* on_stop defers its completion */
 	struct spn_ds_stop saved;	/* the deferred stop */
 	_Atomic bool have_saved;	/* saved is set */
@@ -109,14 +109,24 @@ static void on_flush(struct spn_ds *ds, uint32_t inst, uint64_t id, void *user)
 	r->flushes++;
 }
 
+static void on_clear(struct spn_ds *ds, uint32_t inst, void *user)
+{
+	struct dsrec *r = user;
+
+	(void)ds;
+	(void)inst;
+	r->clears++;
+}
+
 static struct spn_ds *register_ds(struct spn_producer *p, struct dsrec *r)
 {
 	struct spn_ds_desc d = {
 		.name = DS_NAME, .will_notify_on_start = true, .will_notify_on_stop = true,
+		.handles_incremental_state_clear = true,
 	};
 	struct spn_ds_callbacks cb = {
 		.on_setup = on_setup, .on_start = on_start, .on_stop = on_stop,
-		.on_flush = on_flush, .user = r,
+		.on_flush = on_flush, .on_clear_incremental_state = on_clear, .user = r,
 	};
 	struct spn_ds *ds = NULL;
 
@@ -316,8 +326,10 @@ static void on_enable(void *arg, struct ipc_client_reply *rep)
 	c->enable_status = rep->status;
 }
 
-/* EnableTracing: one buffer, our data source, a stop timeout. */
-static void enable(struct th_cons *c, uint32_t size_kb, uint32_t stop_timeout_ms)
+/* EnableTracing: one buffer, our data source, a stop timeout, and a
+ * periodic incremental state clear (0: none). */
+static void enable_ex(struct th_cons *c, uint32_t size_kb, uint32_t stop_timeout_ms,
+		      uint32_t clear_period_ms)
 {
 	Perfetto__Protos__EnableTracingRequest req =
 		PERFETTO__PROTOS__ENABLE_TRACING_REQUEST__INIT;
@@ -329,6 +341,8 @@ static void enable(struct th_cons *c, uint32_t size_kb, uint32_t stop_timeout_ms
 		PERFETTO__PROTOS__TRACE_CONFIG__DATA_SOURCE__INIT;
 	Perfetto__Protos__TraceConfig__DataSource *dss[] = { &ds };
 	Perfetto__Protos__DataSourceConfig dsc = PERFETTO__PROTOS__DATA_SOURCE_CONFIG__INIT;
+	Perfetto__Protos__TraceConfig__IncrementalStateConfig isc =
+		PERFETTO__PROTOS__TRACE_CONFIG__INCREMENTAL_STATE_CONFIG__INIT;
 
 	buf.has_size_kb = true;
 	buf.size_kb = size_kb;
@@ -340,12 +354,22 @@ static void enable(struct th_cons *c, uint32_t size_kb, uint32_t stop_timeout_ms
 	cfg.data_sources = dss;
 	cfg.has_data_source_stop_timeout_ms = true;
 	cfg.data_source_stop_timeout_ms = stop_timeout_ms;
+	if (clear_period_ms) {
+		isc.has_clear_period_ms = true;
+		isc.clear_period_ms = clear_period_ms;
+		cfg.incremental_state_config = &isc;
+	}
 	req.trace_config = &cfg;
 	c->enable_done = false;
 	assert_int_equal(ipc_client_invoke(c->port, "EnableTracing", &req.base, -1, 0,
 					   on_enable, c, NULL),
 			 0);
 	ipc_loop_run_once(ipc_sync_loop(c->sync), 0);
+}
+
+static void enable(struct th_cons *c, uint32_t size_kb, uint32_t stop_timeout_ms)
+{
+	enable_ex(c, size_kb, stop_timeout_ms, 0);
 }
 
 /* Flush with a timeout; returns the call's status (0: every producer
@@ -491,6 +515,7 @@ static void run_session(bool own_smb)
 	assert_int_equal(st.instances_stopped, 1);
 	assert_true(st.commits > 0);
 	assert_true(st.chunks_committed > 0);
+	assert_true(st.wakeups >= 1);
 	assert_int_equal(st.disconnects, 0);
 	th_cons_close(&c);
 	spn_producer_destroy(p);
@@ -557,7 +582,59 @@ static void inproc_flush_idle_writer(void **state)
 	th_svc_stop(&t);
 }
 
-/* ---- 3. spindled killed mid-trace and restarted ---- */
+/* ---- 3. incremental state clears reach the threads ---- */
+
+static bool two_clears(void *arg)
+{
+	struct dsrec *r = arg;
+
+	return atomic_load(&r->clears) >= 2;
+}
+
+static void inproc_clear_incremental_state(void **state)
+{
+	struct th_svc t;
+	struct th_cons c;
+	struct dsrec r = { 0 };
+	struct spn_producer *p;
+	struct spn_ds *ds;
+	struct spn_ds_tls *tls;
+	struct spn_tw *tw;
+	uint32_t inst;
+
+	(void)state;
+	th_svc_start(&t, 1);
+	p = make_producer(t.psock, false);
+	ds = register_ds(p, &r);
+	assert_true(wait_for(connected, p, 5000));
+	th_cons_connect(&c, &t);
+	/* The service clears only instances it saw started, so clears also
+	 * show that NotifyDataSourceStarted went out. */
+	enable_ex(&c, 1024, 2000, 20);
+	assert_true(wait_for(enabled, ds, 5000));
+	inst = (uint32_t)__builtin_ctz(spn_ds_enabled(ds));
+	tls = spn_ds_tls(ds, inst);
+	assert_non_null(tls);
+	assert_true(tls->incremental_reset); /* a new writer starts clean */
+	assert_int_equal(tls->instance, inst);
+	tls->incremental_reset = false;
+	tw = tls->tw;
+	write_event(tw, 0, 0);
+	assert_true(wait_for(two_clears, &r, 5000));
+	tls = spn_ds_tls(ds, inst);
+	assert_non_null(tls);
+	assert_ptr_equal(tls->tw, tw); /* same writer, state to re-emit */
+	assert_true(tls->incremental_reset);
+	assert_int_equal(disable(&c), 0);
+	th_cons_wait_enable(&c, 5000);
+	assert_true(c.enable_done);
+	assert_null(spn_ds_tls(ds, inst));
+	th_cons_close(&c);
+	spn_producer_destroy(p);
+	th_svc_stop(&t);
+}
+
+/* ---- 4. spindled killed mid-trace and restarted ---- */
 
 struct daemon {
 	char dir[64];		/* socket dir */
@@ -725,7 +802,7 @@ static void restart_kill_and_reconnect(void **state)
 	rmdir(d.dir);
 }
 
-/* ---- 4. bad arguments ---- */
+/* ---- 5. bad arguments, back-off without a service ---- */
 
 static void inproc_bad_args(void **state)
 {
@@ -750,14 +827,23 @@ static void inproc_bad_args(void **state)
 	assert_int_equal(spn_data_source_register(p, &d, NULL, &ds), 0);
 	assert_null(spn_ds_writer(ds));
 	assert_null(spn_ds_tls(ds, SPN_DS_MAX_INSTANCES));
-	/* Nobody listens: attempts fail and back off, the app never waits. */
-	nap_us(100000);
+	spn_producer_destroy(p);
+
+	/* Nobody listens: attempts fail and back off (20, 40, 60, 80, 100,
+	 * then 200 ms apart), the app never waits. Attempts start at 0, 20,
+	 * 60, 120, 200, 300, 500, 700 ms: at most 7 before 600 ms. */
+	o.reconnect_step_ms = 20;
+	o.reconnect_step_limit_ms = 100;
+	o.reconnect_max_ms = 200;
+	assert_int_equal(spn_producer_create(&o, &p), 0);
+	nap_us(600000);
 	{
 		struct spn_producer_stats st;
 
 		spn_producer_stats(p, &st);
 		assert_false(st.connected);
-		assert_true(st.connect_failures >= 2);
+		assert_true(st.connect_failures >= 3);
+		assert_true(st.connect_failures <= 7);
 		assert_int_equal(st.connects, 0);
 	}
 	spn_producer_destroy(p);
@@ -770,6 +856,7 @@ int main(void)
 		cmocka_unit_test(inproc_four_threads),
 		cmocka_unit_test(inproc_producer_smb),
 		cmocka_unit_test(inproc_flush_idle_writer),
+		cmocka_unit_test(inproc_clear_incremental_state),
 		cmocka_unit_test(restart_kill_and_reconnect),
 	};
 	const char *f = getenv("SPN_TEST_FILTER"), *s = getenv("SPN_TEST_SKIP");
