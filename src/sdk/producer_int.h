@@ -27,6 +27,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "ipc/loop.h"
 #include "smb/arbiter.h"
 #include "smb/shm.h"
@@ -184,7 +186,58 @@ void _spn_ctx_unref(struct spn_sdk_ctx *ctx);
 /* Arbiter wake-up callback (ctx = the producer). */
 void _spn_prod_arb_wake(void *p);
 
-/* producer_io.c: runs on the I/O thread */
+/* ---- I/O thread only (producer_io.c and producer_conn.c) ---- */
+
+/* producer_io.c: helpers */
+/* Cancels *timer if set, then clears it. */
+void _spn_io_cancel(struct spn_producer *p, uint64_t *timer);
+/* Invokes a drop-reply method. Returns true while the connection is still
+ * up afterwards (a failed send may have closed it). */
+bool _spn_io_send(struct spn_producer *p, const char *method, const ProtobufCMessage *m);
+/* The data source at index i of the list, or NULL past its end. */
+struct spn_ds *_spn_io_ds_at(struct spn_producer *p, uint32_t i);
+/* The slot holding service instance `id`, or NULL. */
+struct spn_ds_inst *_spn_io_find_inst(struct spn_producer *p, uint64_t id);
+/* Sets an instance's state under the lock. */
+void _spn_io_inst_state(struct spn_producer *p, struct spn_ds_inst *in,
+			enum spn_inst_state st);
+/* Frees a slot (serial 0: threads' writers for it become stale). */
+void _spn_io_inst_free(struct spn_producer *p, struct spn_ds_inst *in);
+/* A new SMB context (one reference, the producer's reference taken), or
+ * NULL. */
+struct spn_sdk_ctx *_spn_io_ctx_new(struct spn_producer *p);
+/* Sets up the arbiter over ctx's mapping. Returns 0 or -errno. */
+int _spn_io_ctx_ready(struct spn_producer *p, struct spn_sdk_ctx *ctx);
+/* Makes ctx the connection's SMB (writers may use it from now on). */
+void _spn_io_ctx_publish(struct spn_producer *p, struct spn_sdk_ctx *ctx);
+/* Drops the connection's SMB (it lives on while writers hold it). */
+void _spn_io_drop_ctx(struct spn_producer *p);
+/* Creates the startup SMB offered with InitializeConnection. Returns 0 or
+ * -errno. */
+int _spn_io_make_own_smb(struct spn_producer *p);
+/* Drains and sends; flush_id != 0 rides on the last request. Returns the
+ * entries sent. */
+int _spn_io_commit(struct spn_producer *p, uint64_t flush_id);
+/* Queues a flush or stop to settle (the first round runs now). */
+void _spn_io_settle_add(struct spn_producer *p, struct spn_settle *job);
+/* Forgets every settling job (connection lost). */
+void _spn_io_settle_drop(struct spn_producer *p);
+/* Completes the stops app threads finished with spn_ds_stop_done(). */
+void _spn_io_stop_done_scan(struct spn_producer *p);
+/* A settled stop: NotifyDataSourceStopped if wanted, then free the slot. */
+void _spn_io_stop_finish(struct spn_producer *p, const struct spn_settle *j);
+
+/* producer_conn.c */
+/* The connection failed or went away (or destroy); idempotent. */
+void _spn_io_lost(struct spn_producer *p, int reason);
+/* Starts a connection attempt. */
+void _spn_io_connect(struct spn_producer *p);
+/* Registers every data source not yet registered on this connection. */
+void _spn_io_register_all(struct spn_producer *p);
+/* A stop's callback finished: settle, then notify. */
+void _spn_io_stop_complete(struct spn_producer *p, struct spn_ds_inst *in);
+
+/* producer_io.c: the thread */
 void *_spn_io_main(void *p);
 /* Posted by spn_producer_create / spn_producer_destroy. */
 void _spn_io_start(struct ipc_loop *loop, void *p, uint64_t u64);
