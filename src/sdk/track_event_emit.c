@@ -91,9 +91,13 @@ TE_INLINE uint32_t te_klen(uint32_t field)
 	return field < 16 ? 1u : 2u;
 }
 
+/* Bytes of a varint, without a loop: 7 bits per byte of the value's
+ * significant bits (at least one). */
 TE_INLINE uint32_t te_vlen(uint64_t v)
 {
-	return (uint32_t)spn_pb_varint_len(v);
+	uint32_t bits = 64u - (uint32_t)__builtin_clzll(v | 1);
+
+	return (bits * 9u + 64u) / 64u;
 }
 
 /* Bytes of a varint field. */
@@ -473,29 +477,138 @@ TE_INLINE uint64_t te_sz_value(const struct spn_te_arg *a, uint32_t *slen)
 	}
 }
 
-TE_INLINE void te_put_value(struct spn_tw *tw, const struct spn_te_arg *a, uint32_t slen)
+/* Packets up to this size are encoded on the stack, then appended. */
+#define TE_STACK_PACKET 256u
+
+/* Where te_encode() writes: a stack buffer (p) or the writer (tw). */
+struct te_out {
+	uint8_t *p;		/* buffer cursor */
+	struct spn_tw *tw;	/* writer */
+};
+
+TE_INLINE void o_varint(struct te_out *o, bool st, uint32_t f, uint64_t v)
 {
+	if (st)
+		spn_tw_varint(o->tw, f, v);
+	else
+		o->p = spn_pb_field_varint(o->p, f, v);
+}
+
+TE_INLINE void o_fixed64(struct te_out *o, bool st, uint32_t f, uint64_t v)
+{
+	if (st)
+		spn_tw_fixed64(o->tw, f, v);
+	else
+		o->p = spn_pb_field_fixed64(o->p, f, v);
+}
+
+TE_INLINE void o_bytes(struct te_out *o, bool st, uint32_t f, const void *d, size_t n)
+{
+	if (st)
+		spn_tw_bytes(o->tw, f, d, n);
+	else
+		o->p = spn_pb_field_bytes(o->p, f, d, n);
+}
+
+/* Key and length of a message whose n payload bytes follow. */
+TE_INLINE void o_len(struct te_out *o, bool st, uint32_t f, uint64_t n)
+{
+	if (st) {
+		te_put_len(o->tw, f, n);
+	} else {
+		o->p = spn_pb_put_key(o->p, f, SPN_PB_LEN);
+		o->p = spn_pb_put_varint(o->p, n);
+	}
+}
+
+TE_INLINE void o_value(struct te_out *o, bool st, const struct spn_te_arg *a, uint32_t slen)
+{
+	uint64_t bits;
+
 	switch (a->kind) {
 	case SPN_TE_ARG_INT:
-		spn_tw_int(tw, F_DA_INT, a->v.i);
+		o_varint(o, st, F_DA_INT, (uint64_t)a->v.i);
 		break;
 	case SPN_TE_ARG_UINT:
-		spn_tw_varint(tw, F_DA_UINT, a->v.u);
+		o_varint(o, st, F_DA_UINT, a->v.u);
 		break;
 	case SPN_TE_ARG_DOUBLE:
-		spn_tw_double(tw, F_DA_DOUBLE, a->v.d);
+		memcpy(&bits, &a->v.d, sizeof(bits));
+		o_fixed64(o, st, F_DA_DOUBLE, bits);
 		break;
 	case SPN_TE_ARG_BOOL:
-		spn_tw_bool(tw, F_DA_BOOL, a->v.b);
+		o_varint(o, st, F_DA_BOOL, a->v.b ? 1 : 0);
 		break;
 	case SPN_TE_ARG_STR:
-		spn_tw_bytes(tw, F_DA_STR, a->v.s ? a->v.s : "", slen);
+		o_bytes(o, st, F_DA_STR, a->v.s ? a->v.s : "", slen);
 		break;
 	case SPN_TE_ARG_PTR:
-		spn_tw_varint(tw, F_DA_PTR, (uint64_t)(uintptr_t)a->v.p);
+		o_varint(o, st, F_DA_PTR, (uint64_t)(uintptr_t)a->v.p);
 		break;
 	default:
 		break;
+	}
+}
+
+/* Everything of the packet after its header; sizes come from te_write. */
+TE_INLINE void te_encode(struct te_out *o, bool st, const struct te_thread *t,
+			 const struct te_ev *ev, uint64_t ts, bool clock6,
+			 const struct te_new *nw, uint32_t nn, uint64_t interned, uint64_t body,
+			 uint64_t uuid, uint32_t cat_iid, uint32_t name_iid, const char *name,
+			 uint32_t nlen, const uint32_t *aiid, const uint32_t *asz,
+			 const uint32_t *slen)
+{
+	o_varint(o, st, F_PKT_TIMESTAMP, ts);
+	if (clock6)
+		o_varint(o, st, F_PKT_CLOCK_ID, SPN_TE_CLOCK_ID_BOOTTIME);
+	o_varint(o, st, F_PKT_FLAGS, SEQ_NEEDS);
+	if (nn) {
+		o_len(o, st, F_PKT_INTERNED, interned);
+		for (uint32_t i = 0; i < nn; i++) {
+			o_len(o, st, nw[i].kind, te_sz_varint(F_IE_IID, nw[i].iid) +
+							 te_sz_len(F_IE_NAME, nw[i].len));
+			o_varint(o, st, F_IE_IID, nw[i].iid);
+			o_bytes(o, st, F_IE_NAME, nw[i].str, nw[i].len);
+		}
+	}
+	o_len(o, st, F_PKT_TRACK_EVENT, body);
+	o_varint(o, st, F_TE_TYPE, ev->type);
+	if (ev->track)
+		o_varint(o, st, F_TE_TRACK_UUID, uuid);
+	if (cat_iid)
+		o_varint(o, st, F_TE_CATEGORY_IIDS, cat_iid);
+	if (name_iid)
+		o_varint(o, st, F_TE_NAME_IID, name_iid);
+	else if (name)
+		o_bytes(o, st, F_TE_NAME, name, nlen);
+	if (ev->type == SPN_TE_COUNTER) {
+		uint64_t bits;
+
+		if (ev->dbl) {
+			memcpy(&bits, &ev->vd, sizeof(bits));
+			o_fixed64(o, st, F_TE_DCOUNTER, bits);
+		} else {
+			o_varint(o, st, F_TE_COUNTER, (uint64_t)ev->vi);
+		}
+	}
+	for (uint32_t i = 0; i < ev->nargs; i++) {
+		const struct spn_te_arg *a = &ev->args[i];
+
+		if (a->kind == SPN_TE_ARG_FLOW || a->kind == SPN_TE_ARG_FLOW_END) {
+			uint64_t id = a->scoped ? te_mix64(a->v.u ^ t->process_uuid) : a->v.u;
+
+			o_fixed64(o, st, a->kind == SPN_TE_ARG_FLOW ? F_TE_FLOW : F_TE_FLOW_END, id);
+			continue;
+		}
+		if (!asz[i])
+			continue;
+		o_len(o, st, F_TE_ANNOTATIONS, asz[i]);
+		if (aiid[i])
+			o_varint(o, st, F_DA_NAME_IID, aiid[i]);
+		else
+			o_bytes(o, st, F_DA_NAME, a->name ? a->name : "",
+				a->name ? strlen(a->name) : 0);
+		o_value(o, st, a, slen[i]);
 	}
 }
 
@@ -520,14 +633,18 @@ TE_INLINE void te_write(struct spn_te *te, struct te_thread *t, struct te_seq *s
 	}
 	if (ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER)
 		cat_iid = te_intern(s, TE_K_CATEGORY, cat, cat->name, nw, &nn);
+	/* name stays set only when it is written inline */
 	if (name && ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER) {
 		if (!ev->dyn) {
 			name_iid = te_intern(s, TE_K_NAME, name, name, nw, &nn);
+			name = NULL;
 		} else {
 			if (s->flags & TE_F_NO_DYN_NAMES)
 				name = TE_FILTERED_NAME;
 			nlen = (uint32_t)strlen(name);
 		}
+	} else {
+		name = NULL;
 	}
 	if (ev->track) {
 		struct te_new seen[1];
@@ -549,7 +666,7 @@ TE_INLINE void te_write(struct spn_te *te, struct te_thread *t, struct te_seq *s
 		body += te_sz_varint(F_TE_CATEGORY_IIDS, cat_iid);
 	if (name_iid)
 		body += te_sz_varint(F_TE_NAME_IID, name_iid);
-	else if (name && ev->dyn && ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER)
+	else if (name)
 		body += te_sz_len(F_TE_NAME, nlen);
 	if (ev->type == SPN_TE_COUNTER)
 		body += ev->dbl ? 2 + 8 : te_sz_varint(F_TE_COUNTER, (uint64_t)ev->vi);
@@ -578,62 +695,46 @@ TE_INLINE void te_write(struct spn_te *te, struct te_thread *t, struct te_seq *s
 		interned += te_sz_len(nw[i].kind, te_sz_varint(F_IE_IID, nw[i].iid) +
 						      te_sz_len(F_IE_NAME, nw[i].len));
 
-	/* The packet. */
-	if (te_unlikely(spn_tw_begin_packet(tw) != 0)) {
+	/* The packet: small ones are encoded on the stack and copied in one
+	 * append (a local cursor stays in a register; stores through the
+	 * writer's cursor make the compiler reload it after every byte), the
+	 * rest field by field on the writer. */
+	{
+		uint64_t total = te_sz_varint(F_PKT_TIMESTAMP, ts) + (clock6 ? 3 : 0) + 2 +
+				 (nn ? te_sz_len(F_PKT_INTERNED, interned) : 0) +
+				 te_sz_len(F_PKT_TRACK_EVENT, body);
+
+		if (te_unlikely(spn_tw_begin_packet(tw) != 0)) {
+			spn_tw_end_packet(tw);
+			te_check_loss(s);
+			return;
+		}
+		if (te_likely(total <= (uint64_t)(tw->end - tw->cur))) {
+			/* Fits in the current chunk: encode in place with a
+			 * local cursor (cur/end are the writer's documented hot
+			 * fields; we are inside the packet, so the chunk is
+			 * ours exactly as for spn_tw_append). */
+			struct te_out o = { .p = tw->cur };
+
+			te_encode(&o, false, t, ev, ts, clock6, nw, nn, interned, body, uuid,
+				  cat_iid, name_iid, name, nlen, aiid, asz, slen);
+			tw->cur = o.p;
+		} else if (te_likely(total <= TE_STACK_PACKET)) {
+			uint8_t buf[TE_STACK_PACKET];
+			struct te_out o = { .p = buf };
+
+			te_encode(&o, false, t, ev, ts, clock6, nw, nn, interned, body, uuid,
+				  cat_iid, name_iid, name, nlen, aiid, asz, slen);
+			spn_tw_append(tw, buf, (size_t)(o.p - buf));
+		} else {
+			struct te_out o = { .tw = tw };
+
+			te_encode(&o, true, t, ev, ts, clock6, nw, nn, interned, body, uuid,
+				  cat_iid, name_iid, name, nlen, aiid, asz, slen);
+		}
 		spn_tw_end_packet(tw);
 		te_check_loss(s);
-		return;
 	}
-	spn_tw_varint(tw, F_PKT_TIMESTAMP, ts);
-	if (clock6)
-		spn_tw_varint(tw, F_PKT_CLOCK_ID, SPN_TE_CLOCK_ID_BOOTTIME);
-	spn_tw_varint(tw, F_PKT_FLAGS, SEQ_NEEDS);
-	if (nn) {
-		te_put_len(tw, F_PKT_INTERNED, interned);
-		for (uint32_t i = 0; i < nn; i++) {
-			te_put_len(tw, nw[i].kind, te_sz_varint(F_IE_IID, nw[i].iid) +
-							   te_sz_len(F_IE_NAME, nw[i].len));
-			spn_tw_varint(tw, F_IE_IID, nw[i].iid);
-			spn_tw_bytes(tw, F_IE_NAME, nw[i].str, nw[i].len);
-		}
-	}
-	te_put_len(tw, F_PKT_TRACK_EVENT, body);
-	spn_tw_varint(tw, F_TE_TYPE, ev->type);
-	if (ev->track)
-		spn_tw_varint(tw, F_TE_TRACK_UUID, uuid);
-	if (cat_iid)
-		spn_tw_varint(tw, F_TE_CATEGORY_IIDS, cat_iid);
-	if (name_iid)
-		spn_tw_varint(tw, F_TE_NAME_IID, name_iid);
-	else if (name && ev->dyn && ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER)
-		spn_tw_bytes(tw, F_TE_NAME, name, nlen);
-	if (ev->type == SPN_TE_COUNTER) {
-		if (ev->dbl)
-			spn_tw_double(tw, F_TE_DCOUNTER, ev->vd);
-		else
-			spn_tw_int(tw, F_TE_COUNTER, ev->vi);
-	}
-	for (uint32_t i = 0; i < nargs; i++) {
-		const struct spn_te_arg *a = &ev->args[i];
-
-		if (a->kind == SPN_TE_ARG_FLOW || a->kind == SPN_TE_ARG_FLOW_END) {
-			uint64_t id = a->scoped ? te_mix64(a->v.u ^ t->process_uuid) : a->v.u;
-
-			spn_tw_fixed64(tw, a->kind == SPN_TE_ARG_FLOW ? F_TE_FLOW : F_TE_FLOW_END, id);
-			continue;
-		}
-		if (!asz[i])
-			continue;
-		te_put_len(tw, F_TE_ANNOTATIONS, asz[i]);
-		if (aiid[i])
-			spn_tw_varint(tw, F_DA_NAME_IID, aiid[i]);
-		else
-			spn_tw_bytes(tw, F_DA_NAME, a->name ? a->name : "",
-				     a->name ? strlen(a->name) : 0);
-		te_put_value(tw, a, slen[i]);
-	}
-	spn_tw_end_packet(tw);
-	te_check_loss(s);
 }
 
 /* Writes ev on every instance where cat is enabled. Returns how many. */
@@ -700,7 +801,7 @@ void _spn_te_instant(struct spn_te_category *cat, const char *name,
 	struct te_ev ev = { .type = SPN_TE_INSTANT, .name = name, .args = args,
 			    .nargs = nargs < SPN_TE_MAX_ARGS ? nargs : SPN_TE_MAX_ARGS };
 
-	te_emit_any(cat, &ev);
+	te_emit(cat, &ev);
 }
 
 void _spn_te_slice(struct spn_te_category *cat, uint32_t type, bool dyn_name,
@@ -722,7 +823,7 @@ void _spn_te_counter_i(struct spn_te_category *cat, struct spn_te_track *track, 
 	struct te_ev ev = { .type = SPN_TE_COUNTER, .track = track, .vi = v };
 
 	if (track && track->counter)
-		te_emit_any(cat, &ev);
+		te_emit(cat, &ev);
 }
 
 void _spn_te_counter_d(struct spn_te_category *cat, struct spn_te_track *track, double v)
@@ -730,7 +831,7 @@ void _spn_te_counter_d(struct spn_te_category *cat, struct spn_te_track *track, 
 	struct te_ev ev = { .type = SPN_TE_COUNTER, .track = track, .dbl = true, .vd = v };
 
 	if (track && track->counter)
-		te_emit_any(cat, &ev);
+		te_emit(cat, &ev);
 }
 
 int spn_te_emit(struct spn_te_category *cat, const struct spn_te_event *e)
