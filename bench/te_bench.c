@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: Apache-2.0
+// Benchmark of the track-event layer: nanoseconds per event (disabled category, slice begin/end with an interned static name, a counter, an instant with two debug annotations, a raw 1 KiB packet) for 1 and 2 threads, median / p99 / p99.9, beside a bare TSC read and clock_gettime(CLOCK_BOOTTIME) measured the same way.
+//
+// Two measures per case, as in sdk_bench (the raw trace writer's bench):
+//   - per event: each event between two lfence;rdtsc reads. Every sample
+//     includes that pair, whose cost alone is the "pair" row: subtract it
+//     to compare. The tails (p99, p99.9) come from here and include chunk
+//     changes, the periodic ClockSnapshot and whatever the machine did.
+//   - mean: whole bursts timed once, divided by their events: the cost of
+//     an event with nothing around it. The ratio column is this mean over
+//     the "tsc" row's mean (one bare rdtsc in a loop).
+// Events go into a real SMB through real trace writers, made by the host
+// callback the way the producer does (one per thread); a drainer thread
+// plays the SDK's I/O thread and the service (smb_arbiter_drain, then take,
+// copy and free each chunk). Writers wait for the drainer between bursts
+// (not timed), so the SMB never fills. The layer picks its clock as it
+// would in an app (the TSC where safe).
+//
+// "raw16" is the trace writer alone writing a packet of the size of a
+// slice event (begin, one 16-byte append, end): the floor under every event.
+//
+// Usage: te_bench [samples per case and thread, default 200000]
+#if !defined(__x86_64__)
+#include <stdio.h>
+int main(void)
+{
+	fprintf(stderr, "te_bench: needs x86-64 (rdtsc)\n");
+	return 0;
+}
+#else
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <x86intrin.h>
+
+#include "bench_util.h"
+#include "smb/arbiter.h"
+#include "smb/chunk_validate.h"
+#include "smb/shm.h"
+#include "spindle/track_event.h"
+
+#define BENCH_SMB_SIZE (8u << 20)	/* 8 MiB */
+#define BENCH_BURST 4096u		/* events per burst */
+#define BENCH_BURST_1K 1024u		/* 1 KiB packets per burst */
+#define BENCH_MAX_THREADS 2
+
+static double g_tsc_per_ns;		/* TSC ticks per ns */
+
+static struct spn_te_category cat_on = SPN_TE_CATEGORY("bench", "Benchmark events");
+static struct spn_te_category cat_off = SPN_TE_CATEGORY("bench.off", "Never enabled");
+static struct spn_te_category *const cats[] = { &cat_on, &cat_off };
+
+/* Cases. */
+enum bench_kind {
+	K_PAIR,		/* the lfence;rdtsc pair alone */
+	K_TSC,		/* one rdtsc */
+	K_CLOCK,	/* clock_gettime(CLOCK_BOOTTIME) */
+	K_DISABLED,	/* SPN_TRACE_BEGIN on a disabled category */
+	K_SLICE,	/* SPN_TRACE_BEGIN / SPN_TRACE_END, alternating */
+	K_COUNTER,	/* SPN_TRACE_COUNTER */
+	K_ARGS2,	/* SPN_TRACE_INSTANT with two annotations */
+	K_RAW1K,	/* a 1 KiB packet on the thread's writer */
+	K_RAW16,	/* a 16-byte packet on the thread's writer: the floor a
+			 * slice event sits on (begin, one append, end) */
+};
+
+struct bench_case {
+	const char *name;
+	enum bench_kind kind;
+	int threads;	/* 0: baseline on the main thread */
+};
+
+static inline uint64_t bench_tsc(void)
+{
+	_mm_lfence();
+	return __rdtsc();
+}
+
+static void bench_calibrate(void)
+{
+	uint64_t t0 = bench_now_ns(), c0 = bench_tsc();
+	struct timespec ts = { 0, 200000000 };
+
+	nanosleep(&ts, NULL);
+	g_tsc_per_ns = (double)(bench_tsc() - c0) / (double)(bench_now_ns() - t0);
+}
+
+/* ---- Host: one writer per thread, as the producer makes them ------------ */
+
+struct bench_env {
+	struct smb_shm shm;
+	struct smb_arbiter arb;
+	struct spn_te *te;
+};
+
+static _Thread_local struct spn_tw *my_tw;
+
+static struct spn_tw *bench_writer(void *ctx, uint32_t inst)
+{
+	struct bench_env *e = ctx;
+
+	if (inst != 0)
+		return NULL;
+	if (!my_tw && smb_arbiter_create_writer(&e->arb, 1, &my_tw) != 0)
+		return NULL;
+	return my_tw;
+}
+
+/* ---- Drainer ---------------------------------------------------------------- */
+
+struct bench_drainer {
+	struct smb_arbiter *arb;
+	struct smb_commit commit;
+	_Atomic int stop;					/* main -> drainer */
+	_Atomic uint64_t freed[SPN_SMB_MAX_WRITER_ID + 1];	/* chunks freed per writer */
+	uint8_t copy[SPN_SMB_MAX_CHUNK_SIZE];			/* chunk copies */
+};
+
+static void *drainer_main(void *arg)
+{
+	struct bench_drainer *d = arg;
+
+	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
+		int n = smb_arbiter_drain(d->arb, &d->commit, 0);
+
+		for (size_t i = 0; i < d->commit.req.n_chunks_to_move; i++) {
+			const Perfetto__Protos__CommitDataRequest__ChunksToMove *m =
+				d->commit.req.chunks_to_move[i];
+			struct smb_chunk_info info;
+			int r = -EAGAIN;
+
+			for (int k = 0; k < 64 && r == -EAGAIN; k++)
+				r = smb_chunk_commit_copy(&d->arb->smb, m->page, m->chunk, d->copy,
+							  sizeof(d->copy), &info);
+			if (r == 0 || r == -ENOMSG)
+				/* Release: pairs with the writer's acquire wait. */
+				atomic_fetch_add_explicit(&d->freed[info.writer_id], 1,
+							  memory_order_release);
+			else
+				fprintf(stderr, "te_bench: chunk %u/%u: %d\n", m->page, m->chunk, r);
+		}
+		if (d->commit.pressure)
+			smb_arbiter_reclaim(d->arb);
+		if (n == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
+/* ---- Writers ------------------------------------------------------------------ */
+
+struct bench_writer {
+	const struct bench_case *bc;
+	struct bench_drainer *d;
+	pthread_barrier_t *start;
+	uint32_t samples;	/* events to time one by one */
+	uint32_t *ticks;	/* their TSC ticks */
+	uint64_t burst_ns;	/* wall time of the untimed bursts */
+	uint64_t burst_events;	/* events in them */
+	uint64_t dropped;	/* packets the writer lost */
+	uint8_t blob[1024];	/* raw payload */
+};
+
+static uint64_t g_sink;
+
+/* One event of the case; i counts events. */
+static inline __attribute__((always_inline)) void bench_event(enum bench_kind k, uint64_t i,
+							      const uint8_t *blob)
+{
+	struct timespec ts;
+
+	switch (k) {
+	case K_PAIR:
+		break;
+	case K_TSC:
+		g_sink += __rdtsc();
+		break;
+	case K_CLOCK:
+		clock_gettime(CLOCK_BOOTTIME, &ts);
+		g_sink += (uint64_t)ts.tv_nsec;
+		break;
+	case K_DISABLED:
+		SPN_TRACE_BEGIN(cat_off, "Disabled", SPN_ARG("i", i));
+		break;
+	case K_SLICE:
+		if (i & 1)
+			SPN_TRACE_END(cat_on);
+		else
+			SPN_TRACE_BEGIN(cat_on, "Slice");
+		break;
+	case K_COUNTER:
+		SPN_TRACE_COUNTER(cat_on, "counter", (int64_t)i);
+		break;
+	case K_ARGS2:
+		SPN_TRACE_INSTANT(cat_on, "Args", SPN_ARG("count", i), SPN_ARG("ratio", 0.5));
+		break;
+	case K_RAW16:
+		spn_tw_begin_packet(my_tw);
+		spn_tw_append(my_tw, blob, 16);
+		spn_tw_end_packet(my_tw);
+		break;
+	case K_RAW1K:
+		spn_tw_begin_packet(my_tw);
+		spn_tw_varint(my_tw, 8, i);
+		spn_tw_bytes(my_tw, 11, blob, 1000);
+		spn_tw_end_packet(my_tw);
+		break;
+	}
+}
+
+/* Waits (untimed) until the drainer freed every chunk the writer filled. */
+static void bench_wait(struct bench_drainer *d)
+{
+	const struct spn_tw_stats *st;
+
+	if (!my_tw)
+		return;
+	st = spn_tw_stats(my_tw);
+	while (atomic_load_explicit(&d->freed[spn_tw_writer_id(my_tw)], memory_order_acquire) +
+		       1 < st->chunks)
+		sched_yield();
+}
+
+static void *writer_main(void *arg)
+{
+	struct bench_writer *w = arg;
+	enum bench_kind k = w->bc->kind;
+	uint32_t burst = k == K_RAW1K ? BENCH_BURST_1K : BENCH_BURST, i = 0;
+	uint64_t ev = 0;
+
+	/* Warm up: the thread's writer, sequence, interning, descriptors. */
+	SPN_TRACE_INSTANT(cat_on, "Warmup");
+	for (uint32_t n = 0; n < 64; n++)
+		bench_event(k, ev++, w->blob);
+	bench_wait(w->d);
+	pthread_barrier_wait(w->start);
+	for (uint32_t b = 0; i < w->samples; b++) {
+		if (b % 2) {
+			uint64_t t0 = bench_now_ns();
+
+			for (uint32_t n = 0; n < burst; n++)
+				bench_event(k, ev++, w->blob);
+			w->burst_ns += bench_now_ns() - t0;
+			w->burst_events += burst;
+		} else {
+			uint32_t end = i + burst < w->samples ? i + burst : w->samples;
+
+			for (; i < end; i++) {
+				uint64_t c0 = bench_tsc(), c1;
+
+				bench_event(k, ev++, w->blob);
+				c1 = bench_tsc();
+				w->ticks[i] = (uint32_t)(c1 - c0);
+			}
+		}
+		bench_wait(w->d);
+	}
+	if (my_tw) {
+		w->dropped = spn_tw_stats(my_tw)->packets_dropped;
+		spn_tw_destroy(my_tw);
+		my_tw = NULL;
+	}
+	return NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double pct_ns(const uint32_t *sorted, uint32_t n, double p)
+{
+	return sorted[(uint32_t)(p * (n - 1))] / g_tsc_per_ns;
+}
+
+/* Baselines on the main thread: per-op samples, and the untimed mean. */
+static double bench_baseline(enum bench_kind k, uint32_t *ticks, uint32_t n)
+{
+	static const uint8_t blob[1024];
+	uint64_t t0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t c0 = bench_tsc(), c1;
+
+		bench_event(k, i, blob);
+		c1 = bench_tsc();
+		ticks[i] = (uint32_t)(c1 - c0);
+	}
+	t0 = bench_now_ns();
+	for (uint32_t i = 0; i < n; i++)
+		bench_event(k, i, blob);
+	return (double)(bench_now_ns() - t0) / n;
+}
+
+/* Runs one threaded case; fills the sorted samples, returns the mean. */
+static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t *all,
+			uint32_t *n_all, uint64_t *dropped, enum spn_te_clock *clock)
+{
+	struct spn_te_opts o = { .categories = cats, .ncategories = 2, .writer = bench_writer };
+	struct bench_env *e = calloc(1, sizeof(*e));
+	struct bench_drainer *d = calloc(1, sizeof(*d));
+	struct bench_writer *w = calloc(BENCH_MAX_THREADS, sizeof(*w));
+	struct smb_arbiter_opts ao = { .direct_patching = true };
+	pthread_t th[BENCH_MAX_THREADS], dt;
+	pthread_barrier_t start;
+	double mean = 0;
+
+	*dropped = 0;
+	o.ctx = e;
+	smb_shm_init(&e->shm);
+	if (!e || !d || !w || smb_shm_create(&e->shm, BENCH_SMB_SIZE, SPN_SMB_DEFAULT_PAGE_SIZE) ||
+	    smb_arbiter_init(&e->arb, &e->shm.smb, &ao) || smb_commit_init(&d->commit) ||
+	    spn_te_create(&o, &e->te) ||
+	    spn_te_start(e->te, 0, (const uint8_t *)"\x12\x05\x62\x65\x6e\x63\x68\x0a\x01\x2a",
+			 10)) {
+		fprintf(stderr, "te_bench: set-up failed\n");
+		exit(1);
+	}
+	/* The config above: enabled_categories "bench", disabled "*". */
+	if (!SPN_TE_ENABLED(cat_on) || SPN_TE_ENABLED(cat_off)) {
+		fprintf(stderr, "te_bench: category config not applied\n");
+		exit(1);
+	}
+	*clock = spn_te_clock_used(e->te);
+	d->arb = &e->arb;
+	pthread_barrier_init(&start, NULL, (unsigned)bc->threads);
+	pthread_create(&dt, NULL, drainer_main, d);
+	for (int i = 0; i < bc->threads; i++) {
+		w[i].bc = bc;
+		w[i].d = d;
+		w[i].start = &start;
+		w[i].samples = samples;
+		w[i].ticks = all + (size_t)i * samples;
+		memset(w[i].blob, 0x5A, sizeof(w[i].blob));
+		pthread_create(&th[i], NULL, writer_main, &w[i]);
+	}
+	for (int i = 0; i < bc->threads; i++) {
+		pthread_join(th[i], NULL);
+		mean += (double)w[i].burst_ns / (double)w[i].burst_events;
+		*dropped += w[i].dropped;
+	}
+	atomic_store_explicit(&d->stop, 1, memory_order_release);
+	pthread_join(dt, NULL);
+	pthread_barrier_destroy(&start);
+	*n_all = samples * (uint32_t)bc->threads;
+	qsort(all, *n_all, sizeof(*all), cmp_u32);
+	spn_te_destroy(e->te);
+	smb_commit_fini(&d->commit);
+	smb_arbiter_destroy(&e->arb);
+	smb_shm_close(&e->shm);
+	free(e);
+	free(d);
+	free(w);
+	return mean / bc->threads;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct bench_case cases[] = {
+		{ "pair", K_PAIR, 0 },		{ "tsc", K_TSC, 0 },
+		{ "clock_gettime", K_CLOCK, 0 }, { "disabled", K_DISABLED, 1 },
+		{ "disabled", K_DISABLED, 2 },	{ "slice", K_SLICE, 1 },
+		{ "slice", K_SLICE, 2 },	{ "counter", K_COUNTER, 1 },
+		{ "counter", K_COUNTER, 2 },	{ "args2", K_ARGS2, 1 },
+		{ "args2", K_ARGS2, 2 },	{ "raw1k", K_RAW1K, 1 },
+		{ "raw1k", K_RAW1K, 2 },	{ "raw16", K_RAW16, 1 },
+		{ "raw16", K_RAW16, 2 },
+	};
+	uint32_t samples = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 10) : 200000u;
+	double tsc_mean = 0, mean1[16] = { 0 };
+	enum spn_te_clock clock = SPN_TE_CLOCK_AUTO;
+	struct bench_json j;
+	uint32_t *all;
+
+	if (samples < 1000)
+		samples = 1000;
+	all = malloc(sizeof(*all) * samples * BENCH_MAX_THREADS);
+	if (!all)
+		return 1;
+	bench_calibrate();
+	if (bench_json_open(&j, SPN_BENCH_RESULTS_DIR, "te_bench") != 0)
+		fprintf(stderr, "te_bench: cannot write %s/te_bench.json: %s\n",
+			SPN_BENCH_RESULTS_DIR, strerror(errno));
+	printf("te_bench: %ld cores, TSC %.3f GHz, %u samples per thread, %u MiB SMB, "
+	       "drainer thread on\n", bench_cores(), g_tsc_per_ns, samples, BENCH_SMB_SIZE >> 20);
+	printf("%-14s %7s %8s %8s %9s %8s %9s %8s %8s\n", "case", "threads", "p50 ns", "p99 ns",
+	       "p99.9 ns", "mean ns", "/tsc mean", "/1 thr", "dropped");
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		const struct bench_case *bc = &cases[c];
+		uint64_t dropped = 0;
+		uint32_t n = samples;
+		double mean, p50, p99, p999, vs1 = 1.0;
+
+		if (bc->threads == 0) {
+			mean = bench_baseline(bc->kind, all, samples);
+			qsort(all, samples, sizeof(*all), cmp_u32);
+		} else {
+			mean = bench_run(bc, samples, all, &n, &dropped, &clock);
+		}
+		if (bc->kind == K_TSC)
+			tsc_mean = mean;
+		if (bc->threads == 1)
+			mean1[bc->kind] = mean;
+		if (bc->threads == 2 && mean1[bc->kind] > 0)
+			vs1 = mean / mean1[bc->kind];
+		p50 = pct_ns(all, n, 0.5);
+		p99 = pct_ns(all, n, 0.99);
+		p999 = pct_ns(all, n, 0.999);
+		printf("%-14s %7d %8.1f %8.1f %9.1f %8.2f %9.2f %8.2f %8llu\n", bc->name,
+		       bc->threads, p50, p99, p999, mean, tsc_mean > 0 ? mean / tsc_mean : 0, vs1,
+		       (unsigned long long)dropped);
+		bench_json_result(&j, "\"case\": \"%s\", \"threads\": %d, \"p50_ns\": %.1f, "
+				  "\"p99_ns\": %.1f, \"p999_ns\": %.1f, \"mean_ns\": %.2f, "
+				  "\"mean_over_tsc\": %.2f, \"two_over_one_thread\": %.2f, "
+				  "\"dropped\": %llu",
+				  bc->name, bc->threads, p50, p99, p999, mean,
+				  tsc_mean > 0 ? mean / tsc_mean : 0, vs1, (unsigned long long)dropped);
+	}
+	printf("clock: %s (per-event samples include the lfence;rdtsc pair: see \"pair\")\n",
+	       clock == SPN_TE_CLOCK_TSC ? "TSC on clock 64" : "CLOCK_BOOTTIME");
+	bench_json_result(&j, "\"case\": \"clock\", \"value\": \"%s\"",
+			  clock == SPN_TE_CLOCK_TSC ? "tsc" : "boottime");
+	free(all);
+	return bench_json_close(&j) != 0;
+}
+#endif
