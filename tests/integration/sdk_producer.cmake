@@ -15,3 +15,12 @@ set_tests_properties(sdk_producer_test PROPERTIES ENVIRONMENT
 add_test(NAME sdk_producer_restart_test COMMAND sdk_producer_test)
 set_tests_properties(sdk_producer_restart_test PROPERTIES TIMEOUT 180
                      ENVIRONMENT "SPN_TEST_FILTER=restart_*")
+
+# The producer against Perfetto v14's own service bytes (the test plays
+# traced with the captured frames and reads the SMB like a service).
+spn_add_test(NAME sdk_producer_v14_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/sdk_producer_v14_test.c
+                     ${CMAKE_CURRENT_SOURCE_DIR}/unit/sdk_test_service.c
+             LIBS spindle_static LABELS concurrency TIMEOUT 60)
+target_include_directories(sdk_producer_v14_test PRIVATE
+                           ${CMAKE_CURRENT_SOURCE_DIR}/unit ${CMAKE_BINARY_DIR}/gen)
