@@ -191,6 +191,9 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 	for (i = 0; i < nseg; i++) {
 		atomic_init(&b->segs[i].state, tb_st_make(0, TB_FREE));
 		atomic_init(&b->segs[i].used, 0);
+		atomic_init(&b->segs[i].pending, 0);
+		atomic_init(&b->segs[i].pending_bytes, 0);
+		atomic_init(&b->segs[i].touched, 0);
 		b->segs[i].data = b->data + (size_t)i * seg_size;
 	}
 	b->lanes_len = tb_page_round((size_t)nlanes * sizeof(struct tb_lane));
@@ -281,7 +284,9 @@ bool tb_seg_holds(struct svc_tbuf *b, uint32_t seg, uint32_t gen)
 /*
  * Walks the records of a segment held exclusively (RECYCLING) and counts
  * the ones not fully read into ctr as overwritten (ring eviction), or, with
- * ctr == NULL, returns true at the first one (DISCARD probe).
+ * ctr == NULL, returns true at the first one (DISCARD probe). When nothing
+ * in the segment was read, those are exactly its pending records: no walk
+ * (one cache and TLB miss per record header saved).
  */
 static bool tb_seg_walk(struct svc_tbuf *b, uint32_t seg,
 			struct tb_counters *ctr)
@@ -289,6 +294,21 @@ static bool tb_seg_walk(struct svc_tbuf *b, uint32_t seg,
 	struct tb_seg *s = &b->segs[seg];
 	uint32_t used = atomic_load_explicit(&s->used, memory_order_relaxed);
 	uint32_t off = 0;
+
+	if (!atomic_load_explicit(&s->touched, memory_order_relaxed)) {
+		uint32_t n = atomic_load_explicit(&s->pending,
+						  memory_order_relaxed);
+
+		if (!ctr)
+			return n > 0;
+		if (n) {
+			tb_count(ctr, TB_C_CHUNKS_OVERWRITTEN, n);
+			tb_count(ctr, TB_C_BYTES_OVERWRITTEN,
+				 atomic_load_explicit(&s->pending_bytes,
+						      memory_order_relaxed));
+		}
+		return false;
+	}
 
 	while (used - off >= TB_REC_HDR) {
 		struct tb_rec *r = (struct tb_rec *)(s->data + off);
@@ -318,6 +338,9 @@ static void tb_seg_reset(struct tb_seg *s, struct tb_counters *ctr)
 	s->pad = 0;
 	/* Relaxed: published by the release store of the next state. */
 	atomic_store_explicit(&s->used, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->pending, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->pending_bytes, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->touched, 0, memory_order_relaxed);
 }
 
 void tb_seg_unpin(struct svc_tbuf *b, uint32_t seg, struct tb_counters *ctr)

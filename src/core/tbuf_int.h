@@ -69,7 +69,16 @@ struct tb_seg {
 				 * owner before the FULL release, read by the
 				 * recycler after its acquire */
 	uint8_t *data;		/* seg_size bytes inside the buffer mapping */
-	char cl_pad[TB_CACHELINE - 24]; /* one segment per cache line */
+	/* What a recycler would count as overwritten if nothing in this
+	 * generation was read: kept by the owner lane (its CURRENT segment,
+	 * or one it has pinned), zeroed by the recycler while it holds the
+	 * segment exclusively; relaxed, published by the state word. */
+	_Atomic uint32_t pending;	/* records with fragments, not DEAD */
+	_Atomic uint32_t pending_bytes;	/* their rec_len sum */
+	_Atomic uint32_t touched;	/* 1 once some record's read_state was
+				 * raised (reader, or a relocation carrying
+				 * progress): then recyclers walk the records */
+	char cl_pad[TB_CACHELINE - 36]; /* one segment per cache line */
 };
 static_assert(sizeof(struct tb_seg) == TB_CACHELINE, "tb_seg size");
 
@@ -340,6 +349,45 @@ static inline void tb_atomic_max(_Atomic uint32_t *a, uint32_t v)
 				  a, &cur, v, memory_order_seq_cst,
 				  memory_order_seq_cst))
 		;
+}
+
+/* Segment holding record r. */
+static inline struct tb_seg *tb_seg_of(struct svc_tbuf *b,
+				       const struct tb_rec *r)
+{
+	return &b->segs[((const uint8_t *)r - b->data) >> b->seg_shift];
+}
+
+/*
+ * Marks the segment of r as read in part, before r's read_state is raised
+ * (the raiser then drops its pin, or the owner seals: both release, so
+ * whoever recycles the segment sees the mark).
+ */
+static inline void tb_seg_touch(struct svc_tbuf *b, const struct tb_rec *r)
+{
+	struct tb_seg *s = tb_seg_of(b, r);
+
+	if (!atomic_load_explicit(&s->touched, memory_order_relaxed))
+		atomic_store_explicit(&s->touched, 1, memory_order_relaxed);
+}
+
+/*
+ * Owner lane: record r (rec_len bytes) starts (+1) or stops (-1) counting
+ * as pending in its segment (see struct tb_seg).
+ */
+static inline void tb_seg_pending(struct svc_tbuf *b, const struct tb_rec *r,
+				  int d)
+{
+	struct tb_seg *s = tb_seg_of(b, r);
+	uint32_t n = atomic_load_explicit(&s->pending, memory_order_relaxed);
+	uint32_t by = atomic_load_explicit(&s->pending_bytes,
+					   memory_order_relaxed);
+
+	atomic_store_explicit(&s->pending, n + (uint32_t)d,
+			      memory_order_relaxed);
+	atomic_store_explicit(&s->pending_bytes,
+			      d > 0 ? by + r->rec_len : by - r->rec_len,
+			      memory_order_relaxed);
 }
 
 /* Record at byte offset off of segment seg. */

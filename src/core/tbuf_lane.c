@@ -459,21 +459,30 @@ static void tb_relocate_finish(struct svc_tbuf *b, struct tb_lane *l,
 			       struct tb_rec *old, struct tb_rec *n,
 			       const struct tb_loc *nloc, uint32_t meta)
 {
+	uint32_t rs = atomic_load_explicit(&old->read_state,
+					   memory_order_relaxed);
+	uint32_t om;
+
 	atomic_store_explicit(&n->meta, meta & ~(TB_M_WRITING | TB_M_READING),
 			      memory_order_relaxed);
-	atomic_store_explicit(&n->read_state,
-			      atomic_load_explicit(&old->read_state,
-						   memory_order_relaxed),
-			      memory_order_relaxed);
+	if (rs)
+		tb_seg_touch(b, n);
+	atomic_store_explicit(&n->read_state, rs, memory_order_relaxed);
+	if (tb_m_nfrags(meta))
+		tb_seg_pending(b, n, 1);
 	tb_lane_publish(b, l, n->rec_len);
 	atomic_store_explicit(&old->fwd, tb_loc_pack(b, nloc),
 			      memory_order_relaxed);
 	/* seq_cst (also a release): the copy and fwd are visible to a
 	 * reader that sees DEAD; ordered against the read_state load. */
-	atomic_fetch_or_explicit(&old->meta, TB_M_DEAD, memory_order_seq_cst);
-	tb_atomic_max(&n->read_state,
-		      atomic_load_explicit(&old->read_state,
-					   memory_order_seq_cst));
+	om = atomic_fetch_or_explicit(&old->meta, TB_M_DEAD,
+				      memory_order_seq_cst);
+	if (tb_m_nfrags(om))
+		tb_seg_pending(b, old, -1);
+	rs = atomic_load_explicit(&old->read_state, memory_order_seq_cst);
+	if (rs)
+		tb_seg_touch(b, n);
+	tb_atomic_max(&n->read_state, rs);
 	tb_index_set(b, l, tb_lane_seq(l, n->producer_id, n->writer_id, false),
 		     tb_chunk_key(n->producer_id, n->writer_id, n->chunk_id),
 		     nloc);
@@ -529,6 +538,8 @@ static int tb_recommit(struct svc_tbuf *b, struct tb_lane *l, struct tb_rec *r,
 		goto violation;
 	if (tb_rec_write_lock(r, &old)) {
 		memcpy((uint8_t *)(r + 1), c->payload, c->len);
+		if (!tb_m_nfrags(old) && tb_m_nfrags(meta))
+			tb_seg_pending(b, r, 1);
 		tb_rec_write_unlock(r, meta);
 	} else {
 		n = tb_relocate_begin(b, l, r, c->payload, &nloc);
@@ -577,6 +588,8 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 		memcpy((uint8_t *)(r + 1), c->payload, c->len);
 	tb_rec_init(l, r, c->producer_id, c->writer_id, c->chunk_id, c->uid,
 		    c->pid, c->len, meta, 0);
+	if (tb_m_nfrags(meta))
+		tb_seg_pending(b, r, 1);
 	tb_lane_publish(b, l, rec_len);
 	tb_count(&l->ctr, TB_C_CHUNKS_WRITTEN, 1);
 	tb_count(&l->ctr, TB_C_BYTES_WRITTEN, rec_len);

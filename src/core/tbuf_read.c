@@ -194,6 +194,7 @@ static void tb_set_read_state(struct svc_tbuf *b, struct tb_rec *r, uint32_t v)
 	uint64_t key = tb_rec_key(r);
 	uint32_t pinned = UINT32_MAX;	/* segment we pinned for r, if any */
 
+	tb_seg_touch(b, r);
 	tb_atomic_max(&r->read_state, v);
 	/* Bounded: each hop is a relocation that happened during our hold. */
 	for (int hop = 0; hop < 8; hop++) {
@@ -214,6 +215,7 @@ static void tb_set_read_state(struct svc_tbuf *b, struct tb_rec *r, uint32_t v)
 			tb_seg_unpin(b, loc.seg, &b->rd.ctr);
 			break;
 		}
+		tb_seg_touch(b, n);
 		tb_atomic_max(&n->read_state, v);
 		if (pinned != UINT32_MAX)
 			tb_seg_unpin(b, pinned, &b->rd.ctr);
