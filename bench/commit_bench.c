@@ -12,7 +12,9 @@
 // over wall time (100% = one core busy); the producers are separate
 // processes and not counted.
 //
-// usage: commit_bench [--seconds S] [--producers P]
+// usage: commit_bench [--seconds S] [--producers P] [--rate MB/s]
+// (--rate caps each producer, to see whether a service with CPU to spare
+// still lets an SMB fill up)
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -105,10 +107,25 @@ static struct spn_smb_chunk_header *bench_take(struct th_prod *p,
 	return NULL;
 }
 
+/* Producer rate limit in MB/s (0: as fast as it can); set before fork. */
+static double rate_mbps;
+
+/* Sleeps until `bytes` are due at rate_mbps since t0. */
+static void bench_pace(uint64_t t0, uint64_t bytes)
+{
+	uint64_t due = t0 + (uint64_t)(bytes / rate_mbps * 1e3);
+	struct timespec ts = { .tv_sec = (time_t)(due / 1000000000ull),
+			       .tv_nsec = (long)(due % 1000000000ull) };
+
+	if (bench_now_ns() < due)
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
 /*
  * A producer process, shaped like the SDK: waits for the go byte, then for
  * `secs` fills chunks with ~210-byte packets and commits them BATCH at a
- * time as they fill (CommitData without reply), never waiting for the
+ * time as they fill (CommitData without reply), at rate_mbps if set,
+ * never waiting for the
  * service unless the SMB (default size, 256 KiB) has no free chunk left;
  * each such moment would be a drop in the SDK's default mode and is
  * counted, with the time spent waiting for the service to free a chunk.
@@ -186,8 +203,11 @@ static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
 		page++;
 		r.chunks++;
 		r.bytes += csize;
-		if (nmv == BATCH)
+		if (nmv == BATCH) {
 			bench_commit(&p, mvp, &nmv);
+			if (rate_mbps > 0)
+				bench_pace(t0, r.bytes);
+		}
 		now = bench_now_ns();
 	}
 	bench_commit(&p, mvp, &nmv);
@@ -337,22 +357,28 @@ int main(int argc, char **argv)
 			secs = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--producers") && i + 1 < argc)
 			nprod = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
+			rate_mbps = atof(argv[++i]);
 		else {
 			fprintf(stderr, "usage: commit_bench [--seconds S] "
-					"[--producers P]\n");
+					"[--producers P] [--rate MB/s per "
+					"producer]\n");
 			return 2;
 		}
 	}
-	if (nprod < 1 || nprod > 64 || secs <= 0) {
+	if (nprod < 1 || nprod > 64 || secs <= 0 || rate_mbps < 0) {
 		fprintf(stderr, "commit_bench: bad arguments\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	mc = memcpy_mbps(4096); /* Div1 chunks of 4 KiB pages */
 	bench_json_open(&j, SPN_BENCH_RESULTS_DIR, "commit_bench");
-	printf("commit_bench: %u producer processes x %.1f s, %ld cores; "
+	printf("commit_bench: %u producer processes x %.1f s (%s), %ld cores; "
 	       "memcpy of 4 KiB chunks: %.0f MB/s\n",
-	       nprod, secs, bench_cores(), mc);
+	       nprod, secs, rate_mbps > 0 ? "rate-limited" : "flat out",
+	       bench_cores(), mc);
+	if (rate_mbps > 0)
+		printf("each producer at most %.0f MB/s\n", rate_mbps);
 	printf("%-6s %10s %12s %10s %14s %8s %10s %8s %10s %6s\n", "lanes",
 	       "MB/s", "chunks/s", "vs memcpy", "svc CPU s/GB", "svc CPU",
 	       "stored MB", "SMB full", "prod wait", "lost");
@@ -367,6 +393,7 @@ int main(int argc, char **argv)
 		       (unsigned long long)r.lost);
 		bench_json_result(&j,
 				  "\"lanes\": %u, \"producers\": %u, "
+				  "\"producer_rate_mb_per_s\": %.0f, "
 				  "\"mb_per_s\": %.1f, \"chunks_per_s\": %.0f, "
 				  "\"memcpy_mb_per_s\": %.0f, \"ratio\": %.4f, "
 				  "\"service_cpu_s_per_gb\": %.4f, "
@@ -374,7 +401,8 @@ int main(int argc, char **argv)
 				  "\"stored_bytes\": %llu, \"lost_chunks\": %llu, "
 				  "\"smb_full_events\": %llu, "
 				  "\"producer_wait_pct\": %.2f",
-				  r.lanes, nprod, r.mbps, r.chunks_per_s, mc,
+				  r.lanes, nprod, rate_mbps, r.mbps,
+				  r.chunks_per_s, mc,
 				  r.mbps / mc, r.cpu_per_gb, r.cpu_pct,
 				  (unsigned long long)r.stored,
 				  (unsigned long long)r.lost,
