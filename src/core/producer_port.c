@@ -5,8 +5,10 @@
 //
 // Lane thread only (handlers run on the loop owning the connection, and
 // the lane_post_* messages run there too). The commit path takes no lock
-// and allocates nothing: it copies each chunk once into the lane's scratch
-// buffer, validates the copy and appends it to the lane's shard.
+// and allocates nothing: it copies each chunk once, straight from the SMB
+// into an unpublished record of the lane's shard, validates that private
+// copy and publishes it (the lane's scratch buffer is the fallback when the
+// shard has no room, so the loss is still counted).
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -691,39 +693,43 @@ static void lane_do_close(struct ipc_loop *loop, void *arg, uint64_t conn_id)
 		ipc_conn_close_after_flush(c);
 }
 
+/*
+ * Posts a copy of job *tmpl to run fn on `lane`. Returns 0, or -errno with
+ * nothing posted: what the job refers to is then still the caller's.
+ * Control thread only (ctl_lanes_gone is read there).
+ */
 static int lane_post(struct svc *svc, unsigned lane, ipc_post_fn fn,
-		     struct lane_job *j)
+		     const struct lane_job *tmpl)
 {
+	struct lane_job *j;
 	int rc;
 
-	if (!j)
-		return -ENOMEM;
 	if (ctl_lanes_gone(svc->ctl))
 		return -ESHUTDOWN;
+	j = malloc(sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	*j = *tmpl;
 	j->svc = svc;
 	rc = ipc_loop_post_wait(svc->lanes[lane].loop, fn, j, 0,
 				SVC_WAIT_POST_MS);
-	if (rc < 0)
+	if (rc < 0) {
 		spn_log_error("svc", "lane %u unreachable: %s", lane,
 			      strerror(-rc));
+		free(j);
+	}
 	return rc;
 }
 
 int lane_post_smb(struct svc *svc, unsigned lane, uint16_t id,
 		  struct smb_shm *shm)
 {
-	struct lane_job *j = calloc(1, sizeof(*j));
-	int rc;
+	int rc = lane_post(svc, lane, lane_do_smb,
+			   &(struct lane_job){ .id = id, .shm = shm });
 
-	if (j) {
-		j->id = id;
-		j->shm = shm;
-	}
-	rc = lane_post(svc, lane, lane_do_smb, j);
 	if (rc < 0) {
 		smb_shm_close(shm);
 		free(shm);
-		free(j);
 	}
 	return rc;
 }
@@ -731,52 +737,28 @@ int lane_post_smb(struct svc *svc, unsigned lane, uint16_t id,
 int lane_post_allow(struct svc *svc, unsigned lane, uint16_t id,
 		    struct svc_buf *b)
 {
-	struct lane_job *j = calloc(1, sizeof(*j));
 	int rc;
 
-	svc_buf_ref(b);
-	if (j) {
-		j->id = id;
-		j->buf = b;
-	}
-	rc = lane_post(svc, lane, lane_do_allow, j);
-	if (rc < 0) {
+	svc_buf_ref(b); /* the producer's reference, dropped on revoke */
+	rc = lane_post(svc, lane, lane_do_allow,
+		       &(struct lane_job){ .id = id, .buf = b });
+	if (rc < 0)
 		svc_buf_unref(b);
-		free(j);
-	}
 	return rc;
 }
 
 int lane_post_revoke(struct svc *svc, unsigned lane, uint16_t id,
 		     uint16_t buffer_id)
 {
-	struct lane_job *j = calloc(1, sizeof(*j));
-	int rc;
-
-	if (j) {
-		j->id = id;
-		j->buffer_id = buffer_id;
-	}
-	rc = lane_post(svc, lane, lane_do_revoke, j);
-	if (rc < 0)
-		free(j);
-	return rc;
+	return lane_post(svc, lane, lane_do_revoke,
+			 &(struct lane_job){ .id = id, .buffer_id = buffer_id });
 }
 
 int lane_post_scrape(struct svc *svc, unsigned lane, uint16_t id,
 		     uint64_t token)
 {
-	struct lane_job *j = calloc(1, sizeof(*j));
-	int rc;
-
-	if (j) {
-		j->id = id;
-		j->token = token;
-	}
-	rc = lane_post(svc, lane, lane_do_scrape, j);
-	if (rc < 0)
-		free(j);
-	return rc;
+	return lane_post(svc, lane, lane_do_scrape,
+			 &(struct lane_job){ .id = id, .token = token });
 }
 
 int lane_post_close(struct svc *svc, unsigned lane, uint64_t conn_id)
