@@ -140,7 +140,7 @@ uint32_t svc_tbuf_segment_size(const struct svc_tbuf *b);
 uint32_t svc_tbuf_segment_count(const struct svc_tbuf *b);
 
 /*
- * Lane `lane` stores a chunk copy (trace-buffer.md §2). The payload is
+ * Lane `lane` stores a chunk copy (trace-buffer.md §2). -EPERM on a clone. The payload is
  * copied; the caller keeps ownership of c->payload. A scraped chunk
  * (complete == false) is stored with nfrags - 1 fragments and without
  * LAST_CONT/NEEDS_PATCH (§2.3). A chunk already stored for (producer,
@@ -166,6 +166,7 @@ int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
  * is never committed is simply reused. Returns NULL when no room can be had
  * now (len too big for a record, DISCARD buffer full, every segment busy):
  * the caller copies elsewhere and commits that, which counts the loss.
+ * Always NULL on a clone.
  */
 uint8_t *svc_tbuf_lane_stage(struct svc_tbuf *b, unsigned lane, uint32_t len);
 
@@ -176,6 +177,7 @@ uint8_t *svc_tbuf_lane_stage(struct svc_tbuf *b, unsigned lane, uint32_t len);
  *   -E2BIG   n > SVC_TBUF_MAX_PATCHES: nothing applied or counted (the
  *            caller counts the service-level patches_discarded);
  *   -EINVAL  bad lane or ids;
+ *   -EPERM   b is a clone (read-only);
  *   -ENOENT  chunk not stored (never came, overwritten, other buffer):
  *            patches_failed++;
  *   -ERANGE  a patch past the payload: patches_failed++, the earlier ones
@@ -204,6 +206,25 @@ int svc_tbuf_lane_patch(struct svc_tbuf *b, unsigned lane,
  */
 int svc_tbuf_read(struct svc_tbuf *b, struct svc_seqids *ids,
 		  struct svc_tbuf_out *out, size_t limit, bool *drained);
+
+/*
+ * A read-only copy of everything readable in b now (trace-buffer.md §8),
+ * for CloneSession. Control plane, any thread; serialised with b's readers
+ * (it takes the reader mutex) while b's lanes go on writing, never blocked:
+ * every record is copied under a pin and the READING bit, like a read. The
+ * copy holds the chunks b's reader had indexed at a publication watermark
+ * taken first, so it is a prefix, in commit order, of every lane's records.
+ * b's read progress is kept, not changed: fragments b already returned are
+ * left out of the copy, and nothing of b is consumed. Chunks waiting for
+ * patches or a re-commit are copied as they are (their packets are never
+ * returned by the copy: nothing can be written into it). The copy's stats
+ * are b's with bytes_read, chunks_read and readaheads_* zeroed. Lane calls
+ * on the copy fail (-EPERM, stage NULL); a chunk-id gap in the copy is given
+ * up at once (marked READ_GAP). Free it with svc_tbuf_destroy().
+ * Returns 0 and sets *out, or -ENOMEM, or -ENOSPC if b held more than the
+ * copy could take (cannot happen short of a 4 GiB buffer).
+ */
+int svc_tbuf_clone(struct svc_tbuf *b, struct svc_tbuf **out);
 
 /* Frees out->data and zeroes *out. */
 void svc_tbuf_out_free(struct svc_tbuf_out *out);

@@ -303,6 +303,9 @@ struct svc_tbuf {
 	struct tb_lane *lanes;	/* nlanes lane states, mmap'ed */
 	size_t lanes_len;	/* mapping length */
 	struct tb_reader rd;	/* reader state */
+	bool read_only;		/* a clone: lanes are refused, and a chunk-id
+				 * gap is given up at once (nothing can fill
+				 * it); set before the buffer is shared */
 	/* Shared by all lanes, on its own line. */
 	_Atomic uint64_t cursor __attribute__((aligned(TB_CACHELINE)));
 				/* next claim position (segment = pos % nseg) */
@@ -436,6 +439,23 @@ bool tb_packet_valid(const uint8_t *p, size_t len);
 /* Writes the trusted trailer (trace-config.md §4.1); returns its length. */
 size_t tb_trailer(uint8_t *out, uint32_t uid, uint32_t seqid, int32_t pid,
 		  uint32_t loss);
+
+/* Result of parsing one fragment. */
+enum tb_frag_rc {
+	TB_FRAG_OK,		/* *doff, *size describe the data */
+	TB_FRAG_DROP,		/* drop marker: the writer lost the packet */
+	TB_FRAG_BAD,		/* malformed (smb-abi.md §6.2) */
+};
+
+/* Parses the fragment at payload offset off (<= len) of a payload the
+ * caller holds (pin + READING): TB_FRAG_OK sets *doff (data offset) and
+ * *size (tbuf_read.c). */
+enum tb_frag_rc tb_frag_parse(const uint8_t *pl, uint32_t len, uint32_t off,
+			      uint32_t *doff, uint32_t *size);
+
+/* Reader only, under rd.mu: indexes the records published since the last
+ * pass (tbuf_read.c). 0 or -ENOMEM. */
+int tb_reader_scan(struct svc_tbuf *b);
 
 /* Reader set-up and tear-down (tbuf_read.c). */
 int tb_reader_init(struct svc_tbuf *b);

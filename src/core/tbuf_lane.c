@@ -603,7 +603,7 @@ uint8_t *svc_tbuf_lane_stage(struct svc_tbuf *b, unsigned lane, uint32_t len)
 	struct tb_lane *l;
 	struct tb_loc loc;
 
-	if (lane >= b->nlanes)
+	if (lane >= b->nlanes || b->read_only)
 		return NULL;
 	l = &b->lanes[lane];
 	l->stage = NULL;
@@ -631,6 +631,8 @@ int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
 
 	if (lane >= b->nlanes)
 		return -EINVAL;
+	if (b->read_only)
+		return -EPERM;
 	l = &b->lanes[lane];
 	if (l->stage && c->payload == l->stage && c->len > l->stage_len) {
 		/* Would not fit where it already is. */
@@ -696,6 +698,8 @@ int svc_tbuf_lane_patch(struct svc_tbuf *b, unsigned lane,
 	if (lane >= b->nlanes || producer_id == 0 || writer_id == 0 ||
 	    writer_id > 32767 || (n && !p))
 		return -EINVAL;
+	if (b->read_only)
+		return -EPERM;
 	if (n > SVC_TBUF_MAX_PATCHES)
 		return -E2BIG;
 	l = &b->lanes[lane];

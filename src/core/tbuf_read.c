@@ -357,6 +357,11 @@ static int tb_scan(struct svc_tbuf *b)
 	return 0;
 }
 
+int tb_reader_scan(struct svc_tbuf *b)
+{
+	return tb_scan(b);
+}
+
 /* ---- Chunks and fragments --------------------------------------------- */
 
 /* Outcome of taking a chunk for reading. */
@@ -431,15 +436,7 @@ static void tb_release(struct svc_tbuf *b, const struct tb_cref *c,
 	tb_seg_unpin(b, c->seg, &b->rd.ctr);
 }
 
-/* Result of parsing one fragment. */
-enum tb_frag_rc {
-	TB_FRAG_OK,		/* *doff, *size describe the data */
-	TB_FRAG_DROP,		/* drop marker: the writer lost the packet */
-	TB_FRAG_BAD,		/* malformed (smb-abi.md §6.2) */
-};
-
-/* Parses the fragment at payload offset off (<= len). */
-static enum tb_frag_rc tb_frag_parse(const uint8_t *pl, uint32_t len,
+enum tb_frag_rc tb_frag_parse(const uint8_t *pl, uint32_t len,
 				     uint32_t off, uint32_t *doff,
 				     uint32_t *size)
 {
@@ -845,7 +842,7 @@ static int tb_read_seq(struct svc_tbuf *b, struct tb_rseq *s,
 		if (s->has_last && c->chunk_id != s->last_id + 1) {
 			/* §4.4 V1: wait while the chunk before the gap is
 			 * still stored; once it is gone, give the gap up. */
-			if (s->last_located &&
+			if (!b->read_only && s->last_located &&
 			    tb_seg_holds(b, s->last_seg, s->last_gen))
 				return total;
 			s->loss |= SVC_LOSS_READ_GAP;
