@@ -461,6 +461,69 @@ int svc_pkts_record_trigger(struct svc_pkts *st, const char *name,
 	return 0;
 }
 
+/* Deep copy of a slow-start / slow-flush event; on failure *dst is empty. */
+static int svc_pkts_slow_copy(struct svc_pkts_slow *dst,
+			      const struct svc_pkts_slow *src)
+{
+	bool oom = false;
+
+	*dst = *src;
+	for (uint32_t i = 0; i < src->n; i++) {
+		dst->ds[i].producer_name =
+			svc_pkts_strdup(src->ds[i].producer_name, &oom);
+		dst->ds[i].data_source_name =
+			svc_pkts_strdup(src->ds[i].data_source_name, &oom);
+	}
+	if (oom) {
+		svc_pkts_slow_clear(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int svc_pkts_clone(struct svc_pkts *dst, struct svc_pkts *src)
+{
+	int64_t lsb = src->uuid_lsb;
+
+	*dst = *src;
+	dst->trace_config = NULL;
+	dst->triggers = NULL;
+	dst->n_triggers = dst->cap_triggers = 0;
+	memset(&dst->clone_trigger, 0, sizeof(dst->clone_trigger));
+	dst->has_clone_trigger = false;
+	memset(&dst->slow_start, 0, sizeof(dst->slow_start));
+	memset(&dst->slow_flush, 0, sizeof(dst->slow_flush));
+	if (src->trace_config_len > 0) {
+		dst->trace_config = svc_mem_malloc(src->trace_config_len);
+		if (dst->trace_config == NULL)
+			goto nomem;
+		memcpy(dst->trace_config, src->trace_config,
+		       src->trace_config_len);
+	}
+	if (svc_pkts_slow_copy(&dst->slow_start, &src->slow_start) < 0 ||
+	    svc_pkts_slow_copy(&dst->slow_flush, &src->slow_flush) < 0)
+		goto nomem;
+	/* The histories live in the state's own pool. */
+	for (int k = 0; k < SVC_PKTS_EVENT_KINDS; k++)
+		dst->ev[k].e = dst->ev_pool + (src->ev[k].e - src->ev_pool);
+	/* Triggers move to the clone (consumer-port.md §12 step 6). */
+	dst->triggers = src->triggers;
+	dst->n_triggers = src->n_triggers;
+	dst->cap_triggers = src->cap_triggers;
+	src->triggers = NULL;
+	src->n_triggers = src->cap_triggers = 0;
+	/* A new trace: new UUID (same LSB), every first-batch packet again,
+	 * and trace_stats at the end of the first draining read. */
+	svc_pkts_random_uuid(dst);
+	dst->uuid_lsb = lsb;
+	dst->first_batch_done = false;
+	dst->stats_due = true;
+	return 0;
+nomem:
+	svc_pkts_destroy(dst);
+	return -ENOMEM;
+}
+
 int svc_pkts_set_clone_trigger(struct svc_pkts *st, uint64_t ts_ns,
 			       const char *name, const char *producer_name,
 			       int32_t producer_uid, uint64_t stop_delay_ms)

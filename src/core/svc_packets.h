@@ -205,6 +205,17 @@ int svc_pkts_init(struct svc_pkts *st, const struct svc_pkts_config *cfg);
 /* Frees what *st owns. Safe on a zeroed or already destroyed state. */
 void svc_pkts_destroy(struct svc_pkts *st);
 
+/*
+ * Sets up *dst as the service writer of a clone of src's session
+ * (consumer-port.md §12 step 6): copies of the config bytes, clock
+ * snapshots (initial, ring, drift reference), lifecycle histories and
+ * pending slow-data-source events; the received triggers are moved out of
+ * src. The clone gets a new random UUID MSB with src's LSB, writes its
+ * first-batch packets again and ends its first draining read with
+ * trace_stats. The caller then records clone_started, buffer_cloned and
+ * tracing_disabled. Returns 0, or -ENOMEM (*dst is then empty, src intact).
+ */
+int svc_pkts_clone(struct svc_pkts *dst, struct svc_pkts *src);
 /* Period of svc_pkts_periodic() in ms (snapshot_interval_ms, 0 -> 10 s). */
 uint32_t svc_pkts_snapshot_interval_ms(const struct svc_pkts *st);
 
