@@ -73,6 +73,17 @@ struct ctl_inst {
 	size_t cfg_len;		/* bytes in cfg */
 };
 
+struct ctl;
+struct ctl_session;
+
+/*
+ * Called once when a flush started by ctl_flush_then() ends: outcome 1 =
+ * every producer acked, 0 = timed out or failed, -1 = the session is being
+ * freed (s is dead then: read nothing from it).
+ */
+typedef void (*ctl_flush_done_fn)(struct ctl *ctl, struct ctl_session *s,
+				  int outcome, void *arg);
+
 /* A flush the session waits for. */
 struct ctl_flush {
 	uint64_t id;		/* FlushRequestID */
@@ -86,6 +97,8 @@ struct ctl_flush {
 	bool ok;		/* every producer acked in time */
 	uint64_t scrape_token;	/* token of its scrapes */
 	unsigned scrapes_pending; /* lane scrapes not yet done */
+	ctl_flush_done_fn done;	/* called when it ends, or NULL */
+	void *done_arg;		/* passed to done */
 	struct ctl_flush *next;	/* list */
 };
 
@@ -134,6 +147,8 @@ struct ctl_session {
 	unsigned scrapes_pending; /* lane scrapes before DISABLED */
 	uint64_t scrape_token;	/* token of those scrapes */
 	uint64_t flushes_requested, flushes_succeeded, flushes_failed;
+	uint32_t final_flush_outcome; /* TraceStats field 15: 0 unset, 1 ok,
+				 * 2 failed (a clone whose flush failed) */
 	struct ctl_session *next; /* list */
 };
 
@@ -169,6 +184,7 @@ struct ctl {
 	atomic_bool lanes_detached;	/* lanes_gone was set (svc_stop waits on it) */
 	atomic_bool idle;		/* no session left (shutdown wait) */
 	struct ctl_observe *observe;	/* ObserveEvents streams (ctl_observe.c); NULL until used */
+	struct ctl_clone_job *clones;	/* CloneSession calls waiting for their flush (ctl_clone.c) */
 };
 
 /* ctl.c */
@@ -197,6 +213,13 @@ void ctl_sessions_on_triggers(struct ctl *ctl, struct ctl_producer *p,
 			      char **names, size_t n);
 void ctl_sessions_on_scraped(struct ctl *ctl, uint64_t token);
 void ctl_sessions_shutdown(struct ctl *ctl);
+/* The session attached to consumer connection (lane, conn_id), or NULL. */
+struct ctl_session *ctl_session_of(struct ctl *ctl, unsigned lane,
+				   uint64_t conn_id);
+/* Flushes s with these FlushFlags (producer-port.md §6.3) and calls done
+ * when the flush ends (possibly before returning). */
+void ctl_flush_then(struct ctl *ctl, struct ctl_session *s, uint64_t flags,
+		    ctl_flush_done_fn done, void *arg);
 /* svc_pkts_stats_fn for session ctx: the session's TraceStats. */
 int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts);
 
@@ -260,5 +283,8 @@ void ctl_observe_destroy(struct ctl *ctl);
  * connection's session or NULL. */
 void ctl_clone_session(struct ctl *ctl, struct ctl_session *cur,
 		       struct ctl_msg *m);
+/* The consumer connection (lane, conn_id) is gone: its pending clones
+ * complete without a reply and without a session. */
+void ctl_clone_conn_gone(struct ctl *ctl, unsigned lane, uint64_t conn_id);
 
 #endif

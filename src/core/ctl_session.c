@@ -30,8 +30,8 @@ static int64_t ctl_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static struct ctl_session *ctl_session_of(struct ctl *ctl, unsigned lane,
-					  uint64_t conn_id)
+struct ctl_session *ctl_session_of(struct ctl *ctl, unsigned lane,
+				   uint64_t conn_id)
 {
 	for (struct ctl_session *s = ctl->sessions; s; s = s->next)
 		if (s->conn_id && s->conn_id == conn_id && s->lane == lane)
@@ -375,6 +375,8 @@ static void ctl_session_free(struct ctl *ctl, struct ctl_session *s)
 			ctl_timer_cancel(ctl, &f->timer);
 			if (f->has_reply)
 				ipc_reply_reject(&f->reply);
+			if (f->done)
+				f->done(ctl, s, -1, f->done_arg);
 			free(f->waiting);
 			free(f);
 		}
@@ -471,7 +473,8 @@ static void ctl_stop_timeout(struct ipc_loop *loop, void *arg);
 static void ctl_disable(struct ctl *ctl, struct ctl_session *s)
 {
 	if (s->state == SVC_SESSION_DISABLED ||
-	    s->state == SVC_SESSION_STOP_WAIT)
+	    s->state == SVC_SESSION_STOP_WAIT ||
+	    s->state == SVC_SESSION_CLONED_READ_ONLY)
 		return;
 	ctl_timer_cancel(ctl, &s->trigger_timer);
 	ctl_timer_cancel(ctl, &s->duration_timer);
@@ -538,6 +541,8 @@ static void ctl_flush_finish(struct ctl *ctl, struct ctl_session *s,
 	else
 		s->flushes_failed++;
 	svc_pkts_record_event(&s->pkts, SVC_EV_ALL_DATA_SOURCES_FLUSHED, 0);
+	if (f->done)
+		f->done(ctl, s, f->ok ? 1 : 0, f->done_arg);
 	if (f->has_reply) {
 		if (f->ok)
 			ctl_reply_empty(&f->reply,
@@ -623,9 +628,10 @@ static void ctl_flush_timeout(struct ipc_loop *loop, void *arg)
  * Flushes the session: one flush command per producer with flushable
  * instances; completes when all acked or after timeout_ms.
  */
-static void ctl_flush(struct ctl *ctl, struct ctl_session *s,
-		      uint32_t timeout_ms, uint64_t flags,
-		      struct ipc_reply *reply, bool then_disable)
+static void ctl_flush_ex(struct ctl *ctl, struct ctl_session *s,
+			 uint32_t timeout_ms, uint64_t flags,
+			 struct ipc_reply *reply, bool then_disable,
+			 ctl_flush_done_fn done, void *done_arg)
 {
 	struct ctl_flush *f = calloc(1, sizeof(*f));
 	uint64_t *ids = calloc(s->ninst ? s->ninst : 1, sizeof(*ids));
@@ -636,6 +642,8 @@ static void ctl_flush(struct ctl *ctl, struct ctl_session *s,
 		free(ids);
 		if (reply)
 			ipc_reply_reject(reply);
+		if (done)
+			done(ctl, s, 0, done_arg);
 		if (then_disable)
 			ctl_disable(ctl, s);
 		return;
@@ -643,6 +651,8 @@ static void ctl_flush(struct ctl *ctl, struct ctl_session *s,
 	f->id = ctl->next_flush_id++;
 	f->session = s;
 	f->then_disable = then_disable;
+	f->done = done;
+	f->done_arg = done_arg;
 	if (reply) {
 		f->reply = *reply;
 		f->has_reply = true;
@@ -675,6 +685,20 @@ static void ctl_flush(struct ctl *ctl, struct ctl_session *s,
 				     : CTL_DEFAULT_FLUSH_TIMEOUT_MS;
 	ipc_loop_timer_add(ctl->loop, timeout_ms, ctl_flush_timeout, f,
 			   &f->timer);
+}
+
+static void ctl_flush(struct ctl *ctl, struct ctl_session *s,
+		      uint32_t timeout_ms, uint64_t flags,
+		      struct ipc_reply *reply, bool then_disable)
+{
+	ctl_flush_ex(ctl, s, timeout_ms, flags, reply, then_disable, NULL,
+		     NULL);
+}
+
+void ctl_flush_then(struct ctl *ctl, struct ctl_session *s, uint64_t flags,
+		    ctl_flush_done_fn done, void *arg)
+{
+	ctl_flush_ex(ctl, s, 0, flags, NULL, false, done, arg);
 }
 
 void ctl_sessions_on_flush_ack(struct ctl *ctl, uint16_t id, uint64_t fid)
@@ -1541,6 +1565,7 @@ int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts)
 	in.flushes_requested = s->flushes_requested;
 	in.flushes_succeeded = s->flushes_succeeded;
 	in.flushes_failed = s->flushes_failed;
+	in.final_flush_outcome = s->final_flush_outcome;
 	rc = svc_trace_stats_build(ts, &in);
 	free(bs);
 	return rc;
@@ -1580,7 +1605,8 @@ static void ctl_c_capabilities(struct ctl_msg *m)
 	caps.has_query_capabilities = true;
 	caps.has_has_trace_config_output_path = true;
 	caps.has_trace_config_output_path = true;
-	/* has_clone_session stays unset: CloneSession is refused (ctl_clone.c). */
+	caps.has_has_clone_session = true;
+	caps.has_clone_session = true;
 	caps.n_observable_events = sizeof(observable) / sizeof(observable[0]);
 	caps.observable_events = observable;
 	resp.capabilities = &caps;
@@ -1648,11 +1674,14 @@ void ctl_consumer_gone(struct ctl *ctl, unsigned lane, uint64_t conn_id)
 	struct ctl_session *s = ctl_session_of(ctl, lane, conn_id);
 
 	ctl_observe_conn_gone(ctl, lane, conn_id);
+	ctl_clone_conn_gone(ctl, lane, conn_id);
 	if (!s)
 		return;
 	s->has_enable_reply = false;
 	s->conn_id = 0;
-	if (s->state == SVC_SESSION_DISABLED || s->state == SVC_SESSION_CONFIGURED)
+	if (s->state == SVC_SESSION_DISABLED ||
+	    s->state == SVC_SESSION_CONFIGURED ||
+	    s->state == SVC_SESSION_CLONED_READ_ONLY)
 		ctl_session_free(ctl, s);
 	else
 		ctl_disable(ctl, s); /* frees itself once DISABLED */
@@ -1665,7 +1694,8 @@ void ctl_sessions_shutdown(struct ctl *ctl)
 	for (struct ctl_session *s = ctl->sessions; s; s = next) {
 		next = s->next;
 		ctl_disable(ctl, s);
-		if (!s->dead && s->state == SVC_SESSION_DISABLED)
+		if (!s->dead && (s->state == SVC_SESSION_DISABLED ||
+				 s->state == SVC_SESSION_CLONED_READ_ONLY))
 			ctl_session_free(ctl, s);
 	}
 }

@@ -210,8 +210,8 @@ static void test_capabilities(void **state)
 	for (size_t i = 0; i < caps->n_observable_events; i++)
 		mask |= (unsigned)caps->observable_events[i];
 	assert_int_equal(mask, 1 | 2 | 4);
-	/* CloneSession is refused, so it is not announced. */
-	assert_false(caps->has_clone_session);
+	assert_true(caps->has_has_clone_session);
+	assert_true(caps->has_clone_session);
 	perfetto__protos__query_capabilities_response__free_unpacked(r, NULL);
 	cons_close(&c);
 }
@@ -600,6 +600,7 @@ static void test_change_trace_config(void **state)
 
 /* --- CloneSession --- */
 
+/* CloneSession; error NULL = expect success. */
 static void clone_expect(struct cons *c,
 			 const Perfetto__Protos__CloneSessionRequest *req,
 			 const char *error)
@@ -611,8 +612,13 @@ static void clone_expect(struct cons *c,
 				       NULL, CALL_MS),
 			 0);
 	assert_true(r->has_success);
-	assert_false(r->success);
-	assert_string_equal(r->error, error);
+	if (error) {
+		assert_false(r->success);
+		assert_string_equal(r->error, error);
+	} else {
+		assert_true(r->success);
+		assert_false(r->was_write_into_file);
+	}
 	perfetto__protos__clone_session_response__free_unpacked(r, NULL);
 }
 
@@ -643,17 +649,22 @@ static void test_clone_session(void **state)
 	st = qss(&c1, true, NULL);
 	req.session_id = st->tracing_sessions[0]->id;
 	qss_free(st);
+	clone_expect(&c2, &req, NULL);
+	/* c2 now holds the clone. */
 	clone_expect(&c2, &req,
-		     "CloneSession is not supported by this service: trace "
-		     "buffers cannot be snapshotted");
+		     "The consumer is already attached to another tracing "
+		     "session");
+	assert_int_equal(free_buffers(&c2), 0);
 	req.session_id = UINT64_MAX;
-	clone_expect(&c2, &req,
-		     "CloneSession is not supported by this service: trace "
-		     "buffers cannot be snapshotted");
+	clone_expect(&c2, &req, NULL);
+	assert_int_equal(free_buffers(&c2), 0);
 	req.selector_case =
 		PERFETTO__PROTOS__CLONE_SESSION_REQUEST__SELECTOR_UNIQUE_SESSION_NAME;
 	req.unique_session_name = "nope";
 	clone_expect(&c2, &req, "Tracing session not found");
+	req.unique_session_name = "src";
+	clone_expect(&c2, &req, NULL);
+	assert_int_equal(free_buffers(&c2), 0);
 	/* The source is untouched. */
 	assert_one_session(&c1, "STARTED");
 	assert_false(r.done);

@@ -1,0 +1,5 @@
+# SPDX-License-Identifier: Apache-2.0
+# CloneSession against an in-process spindled (svc_clone_test).
+spn_add_test(NAME svc_clone_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_clone_test.c
+             LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
