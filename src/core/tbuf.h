@@ -140,7 +140,7 @@ uint32_t svc_tbuf_segment_size(const struct svc_tbuf *b);
 uint32_t svc_tbuf_segment_count(const struct svc_tbuf *b);
 
 /*
- * Lane `lane` stores a chunk copy (trace-buffer.md §2). -EPERM on a clone. The payload is
+ * Lane `lane` stores a chunk copy (trace-buffer.md §2). The payload is
  * copied; the caller keeps ownership of c->payload. A scraped chunk
  * (complete == false) is stored with nfrags - 1 fragments and without
  * LAST_CONT/NEEDS_PATCH (§2.3). A chunk already stored for (producer,
@@ -151,7 +151,8 @@ uint32_t svc_tbuf_segment_count(const struct svc_tbuf *b);
  *   -E2BIG    payload too big for a record or a segment (abi_violations++);
  *   -EPROTO   re-commit breaking §2.2 (abi_violations++);
  *   -ENOSPC   DISCARD buffer full (chunks_discarded++), or ring buffer with
- *             every segment busy (chunks_lost_no_space++).
+ *             every segment busy (chunks_lost_no_space++);
+ *   -EPERM    b is a clone (read-only).
  */
 int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
 			 const struct svc_tbuf_chunk *c);
