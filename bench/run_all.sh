@@ -198,7 +198,7 @@ def load(path):
 def fmt(k, v):
     if v is None:
         return None
-    if k.endswith("_ns") or k.startswith("ns_"):
+    if k.endswith("_ns") or k.startswith("ns_") or k == "mean_ns_untimed":
         name = {"mean_ns_untimed": "mean", "mean_ns": "mean"}.get(
             k, k.replace("_ns", "").replace("ns_", ""))
         if v >= 1000:
