@@ -321,6 +321,30 @@ static uint64_t smb_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static uint64_t smb_free_bytes(const struct smb_arbiter *arb);
+
+/*
+ * Every SMB_LOW_WATER_EVERY-th chunk taken, wakes the I/O thread when less
+ * than a quarter of the SMB is free, so that it drains and reclaims idle
+ * writers' partial chunks before some writer finds none: 1,000 threads
+ * each holding a partial chunk exhaust a 256 KiB SMB (896 chunks at most)
+ * while nothing is queued that would wake it. Writer slow path (once per
+ * chunk, never per event); the wake hook is a flag test when awake.
+ */
+static void smb_low_water_check(struct smb_arbiter *arb)
+{
+	uint64_t total = (uint64_t)arb->smb.num_pages *
+			 (arb->smb.page_size - SPN_SMB_PAGE_HEADER_SIZE);
+	/* Relaxed: only a cadence counter. */
+	uint32_t n = atomic_fetch_add_explicit(&arb->chunks_taken, 1,
+					       memory_order_relaxed);
+
+	if (n % SMB_LOW_WATER_EVERY || !arb->opts.wake)
+		return;
+	if (smb_free_bytes(arb) * SMB_LOW_WATER_DIVISOR < total)
+		arb->opts.wake(arb->opts.ctx);
+}
+
 int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 			  uint32_t chunk_id, uint16_t packets, bool carries_patches,
 			  struct smb_loc *loc)
@@ -328,8 +352,10 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 	uint64_t deadline;
 	long sleep_ns = SMB_STALL_FIRST_NS;
 
-	if (smb_scan(arb, tw, chunk_id, packets, carries_patches, loc) == 0)
+	if (smb_scan(arb, tw, chunk_id, packets, carries_patches, loc) == 0) {
+		smb_low_water_check(arb);
 		return 0;
+	}
 	tw->stats.smb_full++;
 	atomic_fetch_add_explicit(&arb->stats.smb_full, 1, memory_order_relaxed);
 	/* The queue may be empty (every chunk sits idle with a writer), so

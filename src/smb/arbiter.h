@@ -76,6 +76,11 @@
 #define SMB_PATCHES_PER_NODE SPN_TW_MAX_NESTING
 /* A drain reports pressure when less than half of the SMB will be free. */
 #define SMB_PRESSURE_DIVISOR 2u
+/* A writer taking a chunk checks every this many chunks whether less than
+ * 1/SMB_LOW_WATER_DIVISOR of the SMB is free, and if so wakes the I/O
+ * thread (see smb_low_water_check). */
+#define SMB_LOW_WATER_EVERY 16u
+#define SMB_LOW_WATER_DIVISOR 4u
 
 /* Kinds of queue nodes. */
 enum smb_qkind {
@@ -185,6 +190,8 @@ struct smb_arbiter {
 	struct smb_chunk_node *nodes;
 	/* live writers (relaxed: a hint for the layout of new pages) */
 	_Atomic uint32_t live_writers;
+	_Atomic uint32_t chunks_taken;	/* chunks acquired (low-water check cadence);
+					 * any writer, relaxed */
 	/* commit queue head (writers push with CAS, drain exchanges) */
 	_Alignas(64) _Atomic(struct smb_qnode *) head;/* ---- I/O thread only ---- */
 	_Alignas(64) struct smb_qnode *carry; /* drained nodes not yet sent,
