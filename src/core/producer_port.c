@@ -319,47 +319,31 @@ static void pp_empty_reply(struct ipc_request *req,
 	ipc_request_reply(req, (ProtobufCMessage *)m, -1, false);
 }
 
-static void pp_register_ds(struct ipc_request *req, const ProtobufCMessage *a,
-			   void *ctx)
+/*
+ * The calls the control plane handles and that answer at once with an
+ * empty response (the method's own output type): forwarded in arrival
+ * order, which is all their ordering needs.
+ */
+static void pp_forward_and_ack(struct ipc_request *req,
+			       const ProtobufCMessage *a, void *ctx,
+			       enum ctl_msg_type type)
 {
-	pp_forward(req, a, ctx, CTL_P_REG_DS, false);
-	pp_empty_reply(req, &perfetto__protos__register_data_source_response__descriptor);
+	pp_forward(req, a, ctx, type, false);
+	pp_empty_reply(req, ipc_request_method(req)->output);
 }
 
-static void pp_update_ds(struct ipc_request *req, const ProtobufCMessage *a,
-			 void *ctx)
-{
-	pp_forward(req, a, ctx, CTL_P_UPDATE_DS, false);
-	pp_empty_reply(req, &perfetto__protos__update_data_source_response__descriptor);
-}
-
-static void pp_unregister_ds(struct ipc_request *req,
-			     const ProtobufCMessage *a, void *ctx)
-{
-	pp_forward(req, a, ctx, CTL_P_UNREG_DS, false);
-	pp_empty_reply(req, &perfetto__protos__unregister_data_source_response__descriptor);
-}
-
-static void pp_ds_started(struct ipc_request *req, const ProtobufCMessage *a,
-			  void *ctx)
-{
-	pp_forward(req, a, ctx, CTL_P_DS_STARTED, false);
-	pp_empty_reply(req, &perfetto__protos__notify_data_source_started_response__descriptor);
-}
-
-static void pp_ds_stopped(struct ipc_request *req, const ProtobufCMessage *a,
-			  void *ctx)
-{
-	pp_forward(req, a, ctx, CTL_P_DS_STOPPED, false);
-	pp_empty_reply(req, &perfetto__protos__notify_data_source_stopped_response__descriptor);
-}
-
-static void pp_triggers(struct ipc_request *req, const ProtobufCMessage *a,
-			void *ctx)
-{
-	pp_forward(req, a, ctx, CTL_P_TRIGGERS, false);
-	pp_empty_reply(req, &perfetto__protos__activate_triggers_response__descriptor);
-}
+#define PP_FORWARD(fn, type)                                               \
+	static void fn(struct ipc_request *req, const ProtobufCMessage *a,  \
+		       void *ctx)                                           \
+	{                                                                   \
+		pp_forward_and_ack(req, a, ctx, type);                      \
+	}
+PP_FORWARD(pp_register_ds, CTL_P_REG_DS)
+PP_FORWARD(pp_update_ds, CTL_P_UPDATE_DS)
+PP_FORWARD(pp_unregister_ds, CTL_P_UNREG_DS)
+PP_FORWARD(pp_ds_started, CTL_P_DS_STARTED)
+PP_FORWARD(pp_ds_stopped, CTL_P_DS_STOPPED)
+PP_FORWARD(pp_triggers, CTL_P_TRIGGERS)
 
 /* Sync: answered by ctl after every earlier message of this lane. */
 static void pp_sync(struct ipc_request *req, const ProtobufCMessage *a,
