@@ -74,8 +74,9 @@ static void test_worker_allocates(void **state)
 	run(2, &worst);
 	printf("worst Sync round trip while 1 GiB was allocated: %.2f ms\n",
 	       worst / 1e6);
-	/* Prefaulting 1 GiB takes hundreds of ms; thread 0 must not. */
-	assert_true(worst < 100000000ull);
+	/* Prefaulting 1 GiB takes 300+ ms; thread 0 must not wait for it
+	 * (the bound leaves room for sanitizer builds on a loaded box). */
+	assert_true(worst < 200000000ull);
 }
 
 static void test_inline_fallback(void **state)

@@ -162,19 +162,21 @@ static void test_stop_trigger(void **state)
 	th_prod_connect(&p, &t, "prod", "ds");
 	th_cons_connect(&c, &t);
 	cfg_init(&cf);
-	cfg_trigger(&cf, 2, 60000, "stop", 300);
+	cfg_trigger(&cf, 2, 60000, "stop", 1000);
 	th_cons_enable_cfg(&c, &cf.tc);
 	while (next_cmd(&p) != CMD(START_DATA_SOURCE))
 		;
 	th_prod_write(&p, 1, &chunk_id, 10, 30, 0, 0, 4);
 	t0 = bench_now_ns();
 	activate(&p, "stop");
-	usleep(150000);
+	usleep(700000);
 	activate(&p, "stop");
 	th_cons_wait_enable(&c, 5000);
 	assert_true(c.enable_done);
-	/* About 300 ms + the 200 ms flush timeout, not 450 + 200. */
-	assert_true(bench_now_ns() - t0 < 640000000ull);
+	/* About 1000 ms + the 200 ms flush timeout; a second trigger that
+	 * re-armed the stop would end it near 1900 ms. */
+	assert_true(bench_now_ns() - t0 >= 950000000ull);
+	assert_true(bench_now_ns() - t0 < 1600000000ull);
 	th_cons_read(&c);
 	assert_int_equal(c.nts, 30);
 	th_cons_close(&c);
