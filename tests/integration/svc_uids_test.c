@@ -2,7 +2,9 @@
 // 15 sessions at once, held by consumers of three uids (5 each, the per-uid
 // limit), against a spindled process; a 16th session is refused with the
 // total-limit error (consumer-port.md §2.1 step 20), and all 15 end
-// cleanly. Needs root (setuid in the children); skipped (77) otherwise.
+// cleanly. Lockdown mode set and cleared by configs refuses and then
+// accepts producers of another uid. Needs root (setuid in the children);
+// skipped otherwise.
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -114,6 +116,71 @@ static void test_fifteen_sessions(void **state)
 	}
 }
 
+/* Enables (and at once disables) a session whose config applies op. */
+static void lockdown(int op)
+{
+	Perfetto__Protos__TraceConfig cfg = PERFETTO__PROTOS__TRACE_CONFIG__INIT;
+	Perfetto__Protos__TraceConfig__BufferConfig buf =
+		PERFETTO__PROTOS__TRACE_CONFIG__BUFFER_CONFIG__INIT;
+	Perfetto__Protos__TraceConfig__BufferConfig *bufs[] = { &buf };
+	struct th_cons c;
+
+	buf.has_size_kb = true;
+	buf.size_kb = 64;
+	cfg.n_buffers = 1;
+	cfg.buffers = bufs;
+	cfg.has_lockdown_mode = true;
+	cfg.lockdown_mode = op;
+	th_cons_connect(&c, &t);
+	th_cons_enable_cfg(&c, &cfg);
+	assert_int_equal(th_cons_call(&c, "DisableTracing",
+				      &perfetto__protos__disable_tracing_request__descriptor),
+			 0);
+	th_cons_wait_enable(&c, 5000);
+	assert_true(c.enable_done);
+	th_cons_close(&c);
+}
+
+/* A producer of another uid: 0 accepted, 1 refused (in a child). */
+static int foreign_producer(uid_t uid)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid == 0) {
+		struct th_prod p;
+		int used;
+
+		if (setgroups(0, NULL) || setgid(0) || setuid(uid))
+			_exit(3);
+		used = th_prod_connect_ex(&p, &t, "foreign", "ds",
+					  &(struct th_prod_opts){ .provided_fd = -1 });
+		_exit(used < 0 ? 1 : 0);
+	}
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Lockdown mode (step 1): set by a config, producers of other uids are
+ * refused at InitializeConnection until a config clears it. */
+static void test_lockdown(void **state)
+{
+	struct th_prod mine;
+	(void)state;
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(foreign_producer(61100), 0);
+	lockdown(PERFETTO__PROTOS__TRACE_CONFIG__LOCKDOWN_MODE_OPERATION__LOCKDOWN_SET);
+	assert_int_equal(foreign_producer(61100), 1);
+	/* The service's own uid is still welcome. */
+	assert_true(th_prod_connect_ex(&mine, &t, "mine", "ds",
+				       &(struct th_prod_opts){ .provided_fd = -1 }) >= 0);
+	th_prod_close(&mine);
+	lockdown(PERFETTO__PROTOS__TRACE_CONFIG__LOCKDOWN_MODE_OPERATION__LOCKDOWN_CLEAR);
+	assert_int_equal(foreign_producer(61100), 0);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -148,6 +215,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fifteen_sessions),
+		cmocka_unit_test(test_lockdown),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
