@@ -13,6 +13,8 @@
 // destroys them and frees their ids: a session can end, or be disabled,
 // while its buffers are being made.
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +189,13 @@ int ctl_alloc_buffers(struct ctl *ctl, struct ctl_session *s, char *err,
 
 static void *ctl_worker_main(void *arg)
 {
+	struct sched_param sp = { .sched_priority = 0 };
+
+	/* Background work: making a buffer may take as long as it must,
+	 * but never the CPU the lanes and the producers need. SCHED_IDLE
+	 * needs no privilege; if refused, the worker runs at normal
+	 * priority. */
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 	ipc_loop_run(arg);
 	ipc_loop_destroy(arg);
 	return NULL;
