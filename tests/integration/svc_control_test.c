@@ -73,7 +73,7 @@ static void run(unsigned control, uint64_t *worst_sync_ns)
 struct pumper {
 	struct th_svc *t;	/* the service */
 	struct th_prod p;	/* its connection */
-	volatile int stop;	/* set by the test */
+	atomic_int stop;	/* set by the test */
 	_Atomic uint64_t packets; /* written so far */
 };
 
@@ -83,7 +83,7 @@ static void *pump(void *arg)
 	uint32_t chunk_id = 0;
 	uint64_t n = 0;
 
-	while (!u->stop) {
+	while (!atomic_load(&u->stop)) {
 		n += th_prod_write(&u->p, 1, &chunk_id, n, 64, 200, 0,
 				   u->p.smb.num_pages);
 		atomic_store(&u->packets, n);
@@ -144,7 +144,7 @@ static void test_commits_during_allocation(void **state)
 			worst = now;
 	}
 	for (int i = 0; i < 2; i++) {
-		u[i].stop = 1;
+		atomic_store(&u[i].stop, 1);
 		pthread_join(th[i], NULL);
 	}
 	printf("commit rate: %llu packets per 50 ms before, worst 50 ms window "
