@@ -358,7 +358,8 @@ static void ipc_host_invoke(struct ipc_host *h, struct ipc_conn *c,
 		return;
 	}
 	md = &s->desc->methods[im->method_id - 1];
-	args = protobuf_c_message_unpack(md->input, NULL, im->args_proto.len,
+	args = protobuf_c_message_unpack(md->input, ipc_arena_get(c->loop),
+					 im->args_proto.len,
 					 im->args_proto.data);
 	if (!args) {
 		spn_log_debug(IPC_TAG, "%s: undecodable arguments", md->name);
@@ -378,7 +379,7 @@ static void ipc_host_invoke(struct ipc_host *h, struct ipc_conn *c,
 		fn(&req, args, s->ctx);
 	else
 		spn_log_debug(IPC_TAG, "%s has no handler", md->name);
-	protobuf_c_message_free_unpacked(args, NULL);
+	protobuf_c_message_free_unpacked(args, ipc_arena_get(c->loop));
 	if (!req.deferred && !req.reply.done) {
 		if (fn && !req.reply.drop_reply)
 			spn_log_warn(IPC_TAG, "%s returned without a final "
@@ -407,10 +408,16 @@ static void ipc_host_on_frame(struct ipc_conn *c, const uint8_t *payload,
 	struct ipc_host *h = c->proto;
 	IpcFrame *f;
 
-	if (ipc_frame_unpack(payload, len, &f) != 0) {
+	struct ipc_loop *loop = c->loop;
+	ProtobufCAllocator *arena = ipc_arena_get(loop);
+	size_t mark = ipc_arena_mark(loop);
+
+	f = perfetto__protos__ipcframe__unpack(arena, len, payload);
+	if (!f) {
 		/* spec §2: undecodable frames are dropped silently. */
 		spn_log_debug(IPC_TAG, "pid %d: undecodable frame of %u bytes "
 			      "dropped", (int)c->cred.pid, len);
+		ipc_arena_release_to(loop, mark);
 		return;
 	}
 	switch (f->msg_case) {
@@ -427,7 +434,10 @@ static void ipc_host_on_frame(struct ipc_conn *c, const uint8_t *payload,
 		ipc_host_request_error(c, f->request_id);
 		break;
 	}
-	ipc_frame_free(f);
+	perfetto__protos__ipcframe__free_unpacked(f, arena);
+	/* The frame and its arguments are done with (the connection may
+	 * be too: c is not used past this point). */
+	ipc_arena_release_to(loop, mark);
 }
 
 static void ipc_host_on_close(struct ipc_conn *c, int reason)

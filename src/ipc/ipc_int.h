@@ -163,6 +163,30 @@ struct ipc_listener {
 	char path[108];			/* socket file to unlink at close */
 };
 
+/*
+ * Decode arena of a loop: the IPCFrame and the method arguments of the frame
+ * being handled are unpacked into it (protobuf-c would otherwise malloc and
+ * free every field of every request), and it is reset when the frame is
+ * done: handlers may use their arguments only during the call (host.h).
+ * Loop thread only.
+ */
+struct ipc_arena {
+	ProtobufCAllocator alloc;	/* protobuf-c's view of it */
+	uint8_t *base;			/* IPC_ARENA_SIZE bytes */
+	size_t used;			/* bytes handed out since the reset */
+};
+#define IPC_ARENA_SIZE (256u << 10)
+
+/* The allocator of loop's arena (created on first use), or NULL (malloc). */
+ProtobufCAllocator *ipc_arena_get(struct ipc_loop *loop);
+/* Marks where the arena stands, and forgets everything allocated since a
+ * mark (stack order: a frame handled inside another's handler releases
+ * only its own). */
+size_t ipc_arena_mark(struct ipc_loop *loop);
+void ipc_arena_release_to(struct ipc_loop *loop, size_t mark);
+/* Frees the arena (loop destruction). */
+void ipc_arena_free(struct ipc_loop *loop);
+
 /* The loop. Fields are loop-thread only except where said. */
 struct ipc_loop {
 	struct io_uring ring;		/* the io_uring */
@@ -193,6 +217,7 @@ struct ipc_loop {
 	struct ck_ring posts;
 	struct ipc_post *post_slots;	/* the ring's storage */
 
+	struct ipc_arena *arena;	/* decode scratch of the frame being handled */
 	struct ipc_conn **slots;	/* open connections by slot */
 	uint32_t *slot_gen;		/* generation per slot */
 	uint32_t *free_slots;		/* stack of free slot indexes */

@@ -750,5 +750,6 @@ void ipc_loop_destroy(struct ipc_loop *loop)
 	free(loop->slots);
 	free(loop->slot_gen);
 	free(loop->free_slots);
+	ipc_arena_free(loop);
 	free(loop);
 }
