@@ -35,3 +35,5 @@ spn_add_test(NAME svc_uids_test
 target_compile_definitions(svc_uids_test PRIVATE
                            SPINDLED_BIN="$<TARGET_FILE:spindled>")
 add_dependencies(svc_uids_test spindled)
+# It measures commit rates: never beside another test.
+set_tests_properties(svc_control_test PROPERTIES RUN_SERIAL TRUE)
