@@ -64,6 +64,7 @@ struct ctl_inst {
 	uint64_t id;		/* DataSourceInstanceID */
 	uint16_t producer_id;	/* where it runs */
 	unsigned cfg_index;	/* TraceConfig.data_sources index */
+	uint16_t buffer_id;	/* BufferID its config targets */
 	enum ctl_inst_state state; /* lifecycle */
 	bool notify_start;	/* will_notify_on_start */
 	bool notify_stop;	/* will_notify_on_stop */

@@ -90,6 +90,22 @@ static void ctl_reply_empty(struct ipc_reply *reply,
 
 /* --- data-source fan-out (producer-port.md §6.2) --- */
 
+/* Whether name fully matches regex pattern (POSIX ERE stands in for
+ * ECMAScript); an invalid pattern matches nothing. */
+static bool ctl_full_match(const char *pattern, const char *name)
+{
+	regex_t re;
+	regmatch_t mt;
+	bool ok;
+
+	if (regcomp(&re, pattern, REG_EXTENDED))
+		return false;
+	ok = !regexec(&re, name, 1, &mt, 0) && mt.rm_so == 0 &&
+	     (size_t)mt.rm_eo == strlen(name);
+	regfree(&re);
+	return ok;
+}
+
 static bool ctl_name_matches(const Perfetto__Protos__TraceConfig__DataSource *e,
 			     const char *name)
 {
@@ -98,20 +114,9 @@ static bool ctl_name_matches(const Perfetto__Protos__TraceConfig__DataSource *e,
 	for (size_t i = 0; i < e->n_producer_name_filter; i++)
 		if (!strcmp(e->producer_name_filter[i], name))
 			return true;
-	for (size_t i = 0; i < e->n_producer_name_regex_filter; i++) {
-		regex_t re;
-		regmatch_t mt;
-		bool ok;
-
-		/* POSIX ERE stands in for ECMAScript; a full match is asked. */
-		if (regcomp(&re, e->producer_name_regex_filter[i], REG_EXTENDED))
-			continue;
-		ok = !regexec(&re, name, 1, &mt, 0) && mt.rm_so == 0 &&
-		     (size_t)mt.rm_eo == strlen(name);
-		regfree(&re);
-		if (ok)
+	for (size_t i = 0; i < e->n_producer_name_regex_filter; i++)
+		if (ctl_full_match(e->producer_name_regex_filter[i], name))
 			return true;
-	}
 	return !any;
 }
 
@@ -241,6 +246,7 @@ void ctl_setup_instance(struct ctl *ctl, struct ctl_session *s, unsigned idx,
 	in->id = ctl->next_inst_id++;
 	in->producer_id = p->id;
 	in->cfg_index = idx;
+	in->buffer_id = s->bufs[buf]->id;
 	in->state = INST_CONFIGURED;
 	in->notify_start = ds->notify_start;
 	in->notify_stop = ds->notify_stop;
@@ -307,18 +313,10 @@ static void ctl_revoke_all(struct ctl *ctl, struct ctl_session *s)
 	for (unsigned i = 0; i < s->ninst; i++) {
 		struct ctl_producer *p =
 			ctl_producer_find(ctl, s->inst[i].producer_id);
-		Perfetto__Protos__DataSourceConfig *c;
 
-		if (!p)
-			continue;
-		c = perfetto__protos__data_source_config__unpack(
-			NULL, s->inst[i].cfg_len, s->inst[i].cfg);
-		if (c) {
+		if (p)
 			lane_post_revoke(ctl->svc, p->lane, p->id,
-					 (uint16_t)c->target_buffer);
-			perfetto__protos__data_source_config__free_unpacked(c,
-									    NULL);
-		}
+					 s->inst[i].buffer_id);
 	}
 }
 
@@ -420,11 +418,14 @@ static void ctl_disabled(struct ctl *ctl, struct ctl_session *s)
 		ctl_session_free(ctl, s);
 }
 
-/* All instances stopped: scrape the producers' SMBs, then ctl_disabled. */
-static void ctl_finish_stop(struct ctl *ctl, struct ctl_session *s)
+/* Asks the lane of each producer with an instance in s (once per producer)
+ * to scrape its SMB and answer with CTL_SCRAPED(token). Returns the scrapes
+ * posted. */
+static unsigned ctl_scrape_producers(struct ctl *ctl, struct ctl_session *s,
+				     uint64_t token)
 {
-	s->scrape_token = ctl->next_token++;
-	s->scrapes_pending = 0;
+	unsigned posted = 0;
+
 	for (unsigned i = 0; i < s->ninst; i++) {
 		struct ctl_producer *p =
 			ctl_producer_find(ctl, s->inst[i].producer_id);
@@ -432,12 +433,18 @@ static void ctl_finish_stop(struct ctl *ctl, struct ctl_session *s)
 
 		for (unsigned j = 0; j < i; j++)
 			dup |= s->inst[j].producer_id == s->inst[i].producer_id;
-		if (!p || dup)
-			continue;
-		if (lane_post_scrape(ctl->svc, p->lane, p->id,
-				     s->scrape_token) == 0)
-			s->scrapes_pending++;
+		if (p && !dup &&
+		    lane_post_scrape(ctl->svc, p->lane, p->id, token) == 0)
+			posted++;
 	}
+	return posted;
+}
+
+/* All instances stopped: scrape the producers' SMBs, then ctl_disabled. */
+static void ctl_finish_stop(struct ctl *ctl, struct ctl_session *s)
+{
+	s->scrape_token = ctl->next_token++;
+	s->scrapes_pending = ctl_scrape_producers(ctl, s, s->scrape_token);
 	if (!s->scrapes_pending)
 		ctl_disabled(ctl, s);
 }
@@ -572,19 +579,7 @@ static void ctl_flush_done(struct ctl *ctl, struct ctl_session *s,
 	ctl_timer_cancel(ctl, &f->timer);
 	f->ok = ok;
 	f->scrape_token = ctl->next_token++;
-	f->scrapes_pending = 0;
-	for (unsigned i = 0; i < s->ninst; i++) {
-		struct ctl_producer *p =
-			ctl_producer_find(ctl, s->inst[i].producer_id);
-		bool dup = false;
-
-		for (unsigned j = 0; j < i; j++)
-			dup |= s->inst[j].producer_id == s->inst[i].producer_id;
-		if (p && !dup &&
-		    lane_post_scrape(ctl->svc, p->lane, p->id,
-				     f->scrape_token) == 0)
-			f->scrapes_pending++;
-	}
+	f->scrapes_pending = ctl_scrape_producers(ctl, s, f->scrape_token);
 	if (!f->scrapes_pending) {
 		ctl_flush_finish(ctl, s, f);
 		return;
@@ -997,16 +992,9 @@ static bool ctl_trigger_allowed(struct ctl *ctl, struct ctl_producer *p,
 {
 	unsigned hits = 0;
 
-	if (tr->producer_name_regex && tr->producer_name_regex[0]) {
-		Perfetto__Protos__TraceConfig__DataSource e =
-			PERFETTO__PROTOS__TRACE_CONFIG__DATA_SOURCE__INIT;
-		char *rx = tr->producer_name_regex;
-
-		e.n_producer_name_regex_filter = 1;
-		e.producer_name_regex_filter = &rx;
-		if (!ctl_name_matches(&e, p->name))
-			return false;
-	}
+	if (tr->producer_name_regex && tr->producer_name_regex[0] &&
+	    !ctl_full_match(tr->producer_name_regex, p->name))
+		return false;
 	if (tr->skip_probability > 0 &&
 	    (double)random() / ((double)RAND_MAX + 1.0) < tr->skip_probability)
 		return false;
