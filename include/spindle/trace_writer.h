@@ -285,6 +285,58 @@ static inline void spn_tw_end_packet(struct spn_tw *tw)
 	atomic_store_explicit(&tw->in_packet, 0, memory_order_release);
 }
 
+/*
+ * A whole small packet in one piece, for encoders that know its size
+ * bound: when a packet of up to `max` payload bytes fits in the current
+ * chunk and nothing needs the slow path, opens it and returns where its
+ * payload goes; the caller writes at most `max` bytes there through its own
+ * cursor (kept in a register: no reloads of tw->cur after each byte, which
+ * may alias it) and closes it with spn_tw_small_end(tw, payload, end).
+ * Returns NULL otherwise: then use spn_tw_begin_packet() and the field
+ * calls, which handle chunk changes and drops. Same protocol with the I/O
+ * thread and the scrapers as begin_packet / end_packet.
+ */
+static inline uint8_t *spn_tw_small_begin(struct spn_tw *tw, size_t max)
+{
+	uint8_t *cur = tw->cur;
+
+	/* Pairs as in spn_tw_begin_packet(). On NULL the caller's
+	 * begin_packet repeats the store, which is harmless. */
+	_spn_tw_enter(tw);
+	if (_spn_tw_unlikely(_spn_tw_reclaim(tw) != 0 || tw->slow_end ||
+			     (size_t)(tw->end - cur) <
+				     max + SPN_SMB_PACKET_HEADER_SIZE + SPN_TW_MIN_ROOM ||
+			     tw->count >= SPN_SMB_WRITER_MAX_PACKETS))
+		return NULL;
+	tw->stats.packets++;
+	tw->count++;
+	tw->packets++;
+	/* Release: as in spn_tw_begin_packet(). */
+	atomic_store_explicit(&tw->hdr->packets, tw->packets,
+			      memory_order_release);
+	memset(cur, 0, SPN_SMB_PACKET_HEADER_SIZE);
+	return cur + SPN_SMB_PACKET_HEADER_SIZE;
+}
+
+/* Closes the packet spn_tw_small_begin() opened at `payload`; `end` is one
+ * past its last byte. */
+static inline void spn_tw_small_end(struct spn_tw *tw, uint8_t *payload, uint8_t *end)
+{
+	spn_pb_put_varint4(payload - SPN_SMB_PACKET_HEADER_SIZE,
+			   (uint32_t)(end - payload));
+	tw->cur = end;
+	if (_spn_tw_unlikely(atomic_load_explicit(&tw->reclaim,
+						  memory_order_relaxed) != 0)) {
+		/* A hand-back was asked meanwhile: the slow end does it (the
+		 * size is already final, so it only closes the packet). */
+		tw->frag = payload - SPN_SMB_PACKET_HEADER_SIZE;
+		_spn_tw_end_packet_slow(tw);
+		return;
+	}
+	/* Release: as in spn_tw_end_packet(). */
+	atomic_store_explicit(&tw->in_packet, 0, memory_order_release);
+}
+
 /* Raw bytes appended to the packet (already encoded fields). */
 static inline void spn_tw_append(struct spn_tw *tw, const void *data, size_t len)
 {

@@ -319,6 +319,8 @@ void _spn_te_begin(struct spn_te_category *cat, const char *name,
 		   const struct spn_te_arg *args, uint32_t nargs);
 void _spn_te_end(struct spn_te_category *cat, const struct spn_te_arg *args,
 		 uint32_t nargs);
+void _spn_te_begin0(struct spn_te_category *cat, const char *name);
+void _spn_te_end0(struct spn_te_category *cat);
 void _spn_te_instant(struct spn_te_category *cat, const char *name,
 		     const struct spn_te_arg *args, uint32_t nargs);
 void _spn_te_slice(struct spn_te_category *cat, uint32_t type, bool dyn_name,
@@ -349,7 +351,11 @@ void _spn_te_counter_d(struct spn_te_category *cat, struct spn_te_track *track,
 #define SPN_TRACE_BEGIN(cat, ...)                                              \
 	do {                                                                   \
 		_SPN_TE_CHECK_ARGS(__VA_ARGS__);                               \
-		if (SPN_TE_ENABLED(cat))                                       \
+		if (!SPN_TE_ENABLED(cat))                                      \
+			break;                                                 \
+		if (_SPN_TE_NARGS(__VA_ARGS__) == 0)                           \
+			_spn_te_begin0(&(cat), "" _SPN_TE_HEAD(__VA_ARGS__)); \
+		else                                                           \
 			_spn_te_begin(&(cat), "" _SPN_TE_HEAD(__VA_ARGS__),   \
 				      _SPN_TE_ARGS(__VA_ARGS__));              \
 	} while (0)
@@ -359,7 +365,11 @@ void _spn_te_counter_d(struct spn_te_category *cat, struct spn_te_track *track,
 #define SPN_TRACE_END(...)                                                     \
 	do {                                                                   \
 		_SPN_TE_CHECK_ARGS(__VA_ARGS__);                               \
-		if (SPN_TE_ENABLED(_SPN_TE_HEAD(__VA_ARGS__)))                 \
+		if (!SPN_TE_ENABLED(_SPN_TE_HEAD(__VA_ARGS__)))                \
+			break;                                                 \
+		if (_SPN_TE_NARGS(__VA_ARGS__) == 0)                           \
+			_spn_te_end0(&(_SPN_TE_HEAD(__VA_ARGS__)));            \
+		else                                                           \
 			_spn_te_end(&(_SPN_TE_HEAD(__VA_ARGS__)),              \
 				    _SPN_TE_ARGS(__VA_ARGS__));                \
 	} while (0)

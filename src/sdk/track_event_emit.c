@@ -613,50 +613,19 @@ TE_INLINE void te_encode(struct te_out *o, bool st, const struct te_thread *t,
 }
 
 /* Writes ev on sequence s (which has a writer). */
-TE_INLINE void te_write(struct spn_te *te, struct te_thread *t, struct te_seq *s,
-			struct spn_te_category *cat, const struct te_ev *ev)
+/* The sizes and the packet of ev on s, once its timestamp, track and the
+ * iids of its category and name are known (nw[nn]: entries new on s so
+ * far; the annotation names may add more). */
+TE_INLINE void te_pack(const struct te_thread *t, struct te_seq *s, const struct te_ev *ev,
+		       uint64_t ts, bool clock6, struct te_new *nw, uint32_t nn,
+		       uint32_t cat_iid, uint32_t name_iid, const char *name, uint32_t nlen,
+		       uint64_t uuid)
 {
 	struct spn_tw *tw = s->tw;
-	struct te_new nw[2 + SPN_TE_MAX_ARGS];
-	uint32_t nn = 0, cat_iid = 0, name_iid = 0, nlen = 0;
 	uint32_t aiid[SPN_TE_MAX_ARGS], asz[SPN_TE_MAX_ARGS], slen[SPN_TE_MAX_ARGS];
 	uint32_t nargs = ev->nargs;
-	const char *name = ev->name;
-	bool args_off = s->flags & TE_F_NO_ARGS, clock6 = false;
-	uint64_t ts, uuid = 0, body, interned = 0;
-
-	if (ev->ts) {
-		ts = ev->ts;
-		clock6 = te->clk.kind == SPN_TE_CLOCK_TSC;
-	} else {
-		ts = te_now(te, s);
-	}
-	if (ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER)
-		cat_iid = te_intern(s, TE_K_CATEGORY, cat, cat->name, nw, &nn);
-	/* name stays set only when it is written inline */
-	if (name && ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER) {
-		if (!ev->dyn) {
-			name_iid = te_intern(s, TE_K_NAME, name, name, nw, &nn);
-			name = NULL;
-		} else {
-			if (s->flags & TE_F_NO_DYN_NAMES)
-				name = TE_FILTERED_NAME;
-			nlen = (uint32_t)strlen(name);
-		}
-	} else {
-		name = NULL;
-	}
-	if (ev->track) {
-		struct te_new seen[1];
-		uint32_t nseen = 0;
-
-		uuid = (ev->track->scope == SPN_TE_SCOPE_THREAD ? t->uuid : t->process_uuid) ^
-		       te_track_hash(ev->track);
-		/* A miss lists the track in seen[]: describe it first. */
-		te_intern(s, TE_K_TRACK, ev->track, "", seen, &nseen);
-		if (te_unlikely(nseen))
-			te_track_desc(t, s, ev->track, uuid);
-	}
+	bool args_off = s->flags & TE_F_NO_ARGS;
+	uint64_t body, interned = 0;
 
 	/* Sizes. */
 	body = te_sz_varint(F_TE_TYPE, ev->type);
@@ -695,31 +664,33 @@ TE_INLINE void te_write(struct spn_te *te, struct te_thread *t, struct te_seq *s
 		interned += te_sz_len(nw[i].kind, te_sz_varint(F_IE_IID, nw[i].iid) +
 						      te_sz_len(F_IE_NAME, nw[i].len));
 
-	/* The packet: small ones are encoded on the stack and copied in one
-	 * append (a local cursor stays in a register; stores through the
-	 * writer's cursor make the compiler reload it after every byte), the
-	 * rest field by field on the writer. */
+	/* The packet: a small one that fits in the chunk is encoded in place
+	 * through a local cursor (it stays in a register; stores through the
+	 * writer's cursor make the compiler reload it after every byte); a
+	 * small one that crosses the chunk is encoded on the stack and
+	 * copied in one append, the rest field by field on the writer. */
 	{
 		uint64_t total = te_sz_varint(F_PKT_TIMESTAMP, ts) + (clock6 ? 3 : 0) + 2 +
 				 (nn ? te_sz_len(F_PKT_INTERNED, interned) : 0) +
 				 te_sz_len(F_PKT_TRACK_EVENT, body);
+		uint8_t *p = total <= TE_STACK_PACKET ? spn_tw_small_begin(tw, total) : NULL;
 
+		if (te_likely(p != NULL)) {
+			/* The common case: the packet fits in the chunk. */
+			struct te_out o = { .p = p };
+
+			te_encode(&o, false, t, ev, ts, clock6, nw, nn, interned, body, uuid,
+				  cat_iid, name_iid, name, nlen, aiid, asz, slen);
+			spn_tw_small_end(tw, p, o.p);
+			te_check_loss(s);
+			return;
+		}
 		if (te_unlikely(spn_tw_begin_packet(tw) != 0)) {
 			spn_tw_end_packet(tw);
 			te_check_loss(s);
 			return;
 		}
-		if (te_likely(total <= (uint64_t)(tw->end - tw->cur))) {
-			/* Fits in the current chunk: encode in place with a
-			 * local cursor (cur/end are the writer's documented hot
-			 * fields; we are inside the packet, so the chunk is
-			 * ours exactly as for spn_tw_append). */
-			struct te_out o = { .p = tw->cur };
-
-			te_encode(&o, false, t, ev, ts, clock6, nw, nn, interned, body, uuid,
-				  cat_iid, name_iid, name, nlen, aiid, asz, slen);
-			tw->cur = o.p;
-		} else if (te_likely(total <= TE_STACK_PACKET)) {
+		if (total <= TE_STACK_PACKET) {
 			uint8_t buf[TE_STACK_PACKET];
 			struct te_out o = { .p = buf };
 
@@ -735,6 +706,68 @@ TE_INLINE void te_write(struct spn_te *te, struct te_thread *t, struct te_seq *s
 		spn_tw_end_packet(tw);
 		te_check_loss(s);
 	}
+}
+
+/* te_pack when the event interns something new: out of line. */
+static void __attribute__((noinline))
+te_pack_interning(const struct te_thread *t, struct te_seq *s, struct te_ev ev,
+		  uint64_t ts, bool clock6, struct te_new *nw, uint32_t nn, uint32_t cat_iid,
+		  uint32_t name_iid, const char *name, uint32_t nlen, uint64_t uuid)
+{
+	/* ev by value: its address does not escape the callers, so they
+	 * keep it in registers and fold its constant fields. */
+	te_pack(t, s, &ev, ts, clock6, nw, nn, cat_iid, name_iid, name, nlen, uuid);
+}
+
+TE_INLINE void te_write(struct spn_te *te, struct te_thread *t, struct te_seq *s,
+			struct spn_te_category *cat, const struct te_ev *ev)
+{
+	struct te_new nw[2 + SPN_TE_MAX_ARGS];
+	uint32_t nn = 0, cat_iid = 0, name_iid = 0, nlen = 0;
+	const char *name = ev->name;
+	bool clock6 = false;
+	uint64_t ts, uuid = 0;
+
+	if (ev->ts) {
+		ts = ev->ts;
+		clock6 = te->clk.kind == SPN_TE_CLOCK_TSC;
+	} else {
+		ts = te_now(te, s);
+	}
+	if (ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER)
+		cat_iid = te_intern(s, TE_K_CATEGORY, cat, cat->name, nw, &nn);
+	/* name stays set only when it is written inline */
+	if (name && ev->type != SPN_TE_SLICE_END && ev->type != SPN_TE_COUNTER) {
+		if (!ev->dyn) {
+			name_iid = te_intern(s, TE_K_NAME, name, name, nw, &nn);
+			name = NULL;
+		} else {
+			if (s->flags & TE_F_NO_DYN_NAMES)
+				name = TE_FILTERED_NAME;
+			nlen = (uint32_t)strlen(name);
+		}
+	} else {
+		name = NULL;
+	}
+	if (ev->track) {
+		struct te_new seen[1];
+		uint32_t nseen = 0;
+
+		uuid = (ev->track->scope == SPN_TE_SCOPE_THREAD ? t->uuid : t->process_uuid) ^
+		       te_track_hash(ev->track);
+		/* A miss lists the track in seen[]: describe it first. */
+		te_intern(s, TE_K_TRACK, ev->track, "", seen, &nseen);
+		if (te_unlikely(nseen))
+			te_track_desc(t, s, ev->track, uuid);
+	}
+
+	/* Everything interned already (the usual case): the rest is
+	 * specialised for no new entries. */
+	if (te_likely(nn == 0))
+		te_pack(t, s, ev, ts, clock6, nw, 0, cat_iid, name_iid, name, nlen, uuid);
+	else
+		te_pack_interning(t, s, *ev, ts, clock6, nw, nn, cat_iid, name_iid, name, nlen,
+				  uuid);
 }
 
 /* Writes ev on every instance where cat is enabled. Returns how many. */
@@ -784,6 +817,22 @@ void _spn_te_end(struct spn_te_category *cat, const struct spn_te_arg *args, uin
 {
 	struct te_ev ev = { .type = SPN_TE_SLICE_END, .args = args,
 			    .nargs = nargs < SPN_TE_MAX_ARGS ? nargs : SPN_TE_MAX_ARGS };
+
+	te_emit(cat, &ev);
+}
+
+/* The common slice events: no annotations or flows. The event is a
+ * constant here, so te_write folds down to the few fields it has. */
+void _spn_te_begin0(struct spn_te_category *cat, const char *name)
+{
+	struct te_ev ev = { .type = SPN_TE_SLICE_BEGIN, .name = name };
+
+	te_emit(cat, &ev);
+}
+
+void _spn_te_end0(struct spn_te_category *cat)
+{
+	struct te_ev ev = { .type = SPN_TE_SLICE_END };
 
 	te_emit(cat, &ev);
 }

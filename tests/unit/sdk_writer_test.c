@@ -1177,6 +1177,71 @@ static void test_packets_per_chunk_limit(void **state)
 	env_free(e);
 }
 
+/* spn_tw_small_begin/end: small packets written in place while they fit,
+ * NULL (and nothing written) when they would cross the chunk, the packet
+ * limit is reached or a hand-back is pending; the stream reads back exactly
+ * as with begin_packet/end_packet. */
+static void test_small_packets(void **state)
+{
+	struct smb_arbiter_opts o = { .layout = SPN_SMB_PAGE_DIV1 };
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, &o, NULL, NULL);
+	struct spn_tw *tw = new_writer(e, 1);
+	uint32_t i, small = 0, fallback = 0;
+
+	(void)state;
+	for (i = 0; i < 600; i++) {
+		uint8_t pkt[40], *p;
+		size_t n = 1 + i % 37;
+
+		for (size_t k = 0; k < n; k++)
+			pkt[k] = (uint8_t)(i + k);
+		p = spn_tw_small_begin(tw, n);
+		if (p) {
+			small++;
+			/* it fits: the room checked covers the payload */
+			assert_true((size_t)(tw->end - p) >= n);
+			memcpy(p, pkt, n);
+			spn_tw_small_end(tw, p, p + n);
+		} else {
+			fallback++;
+			spn_tw_begin_packet(tw);
+			spn_tw_append(tw, pkt, n);
+			spn_tw_end_packet(tw);
+		}
+		rec_add(&e->want, tw->writer_id, pkt, n, false);
+	}
+	/* The I/O thread took the idle writer's chunk: small_begin refuses
+	 * and the slow path acknowledges it and takes a new chunk. */
+	assert_int_equal(smb_arbiter_reclaim(&e->arb), 0);
+	assert_null(spn_tw_small_begin(tw, 3));
+	spn_tw_begin_packet(tw);
+	spn_tw_append(tw, "abc", 3);
+	spn_tw_end_packet(tw);
+	rec_add(&e->want, tw->writer_id, (const uint8_t *)"abc", 3, false);
+	assert_int_equal(tw->stats.stolen, 1);
+	/* A hand-back asked inside a small packet is done at its end. */
+	{
+		uint8_t *p = spn_tw_small_begin(tw, 2);
+
+		assert_non_null(p);
+		assert_int_equal(smb_arbiter_reclaim(&e->arb), 1);
+		memcpy(p, "xy", 2);
+		spn_tw_small_end(tw, p, p + 2);
+		rec_add(&e->want, tw->writer_id, (const uint8_t *)"xy", 2, false);
+		assert_int_equal(tw->stats.handbacks, 1);
+	}
+	spn_tw_flush(tw);
+	ts_pump(&e->ts, 0);
+	expect_all(e);
+	/* 600 packets of 1..37 bytes cross several 4 KiB chunks: both paths ran */
+	assert_true(small > 500);
+	assert_true(fallback >= 2);
+	assert_true(e->chunks.n >= 3);
+	assert_int_equal(tw->stats.packets_dropped, 0);
+	spn_tw_destroy(tw);
+	env_free(e);
+}
+
 /* Many live writers: free pages are cut as Div14; few: back to Div4. */
 static void test_adaptive_layout(void **state)
 {
@@ -1261,6 +1326,7 @@ int main(void)
 		cmocka_unit_test(test_writer_ids),
 		cmocka_unit_test(test_drain_split_and_flush_id),
 		cmocka_unit_test(test_packets_per_chunk_limit),
+		cmocka_unit_test(test_small_packets),
 		cmocka_unit_test(test_adaptive_layout),
 		cmocka_unit_test(test_layouts_and_init),
 	};
