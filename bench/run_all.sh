@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Runs every benchmark (smb_bench, ipc_bench, tbuf_bench, commit_bench,
-# sdk_bench, te_bench) and the spindle-loadgen scenarios against a private
+# tw_bench, sdk_bench) and the spindle-loadgen scenarios against a private
 # spindled, then writes bench/results/summary.json (one entry per benchmark
 # with its headline figures and the core count) and bench/results/summary.md
 # (a markdown table), and refreshes README.md's "Latest benchmark figures".
@@ -36,7 +36,7 @@ done
 command -v python3 >/dev/null ||
   { echo "run_all.sh: python3 is needed for the summary (apt-get install python3-minimal)" >&2; exit 1; }
 
-benches=(smb_bench ipc_bench tbuf_bench commit_bench sdk_bench te_bench)
+benches=(smb_bench ipc_bench tbuf_bench commit_bench tw_bench sdk_bench)
 if [ $do_build = 1 ]; then
   [ -f "$build/CMakeCache.txt" ] || cmake -S "$root" -B "$build" >/dev/null
   cmake --build "$build" -j "$(nproc)" --target "${benches[@]}" spindled spindle_loadgen \
@@ -85,8 +85,8 @@ if [ $quick = 1 ]; then
   run ipc_bench "$results/ipc_bench.json" "$bin/ipc_bench"
   run tbuf_bench "$results/tbuf_bench.json" "$bin/tbuf_bench" 100
   run commit_bench "$results/commit_bench.json" "$bin/commit_bench" --seconds 0.5
+  run tw_bench "$results/tw_bench.json" "$bin/tw_bench" 20000
   run sdk_bench "$results/sdk_bench.json" "$bin/sdk_bench" 20000
-  run te_bench "$results/te_bench.json" "$bin/te_bench" 20000
 else
   for b in "${benches[@]}"; do
     run "$b" "$results/$b.json" "$bin/$b"
@@ -155,7 +155,7 @@ HEAD = {
         ({"lanes": 2}, ["mb_per_s", "ratio", "service_cpu_s_per_gb", "lost_chunks"],
          "the same, 2 lanes"),
     ],
-    "sdk_bench": [
+    "tw_bench": [
         ({"case": "small", "threads": 1}, ["mean_ns_untimed", "p50_ns", "p99_ns", "p999_ns"],
          "trace writer, small packet, 1 thread"),
         ({"case": "small", "threads": 2}, ["mean_ns_untimed", "p50_ns", "p99_ns", "p999_ns"],
@@ -163,14 +163,22 @@ HEAD = {
         ({"case": "1k", "threads": 1}, ["mean_ns_untimed", "p50_ns", "p99_ns", "p999_ns"],
          "trace writer, 1 KiB packet, 1 thread"),
     ],
-    "te_bench": [
-        ({"case": "disabled", "threads": 1}, ["mean_ns"], "track event, category disabled"),
-        ({"case": "slice", "threads": 1}, ["mean_ns", "p50_ns", "p99_ns", "p999_ns"],
+    "sdk_bench": [
+        ({"case": "tsc", "threads": 0}, ["median_ns"], "bare TSC read"),
+        ({"case": "disabled", "threads": 1}, ["median_ns", "mean_ns"],
+         "track event, category disabled"),
+        ({"case": "slice", "threads": 1},
+         ["median_ns", "median_over_tsc", "p99_ns", "p999_ns", "mean_ns"],
          "track event slice begin/end, 1 thread"),
-        ({"case": "counter", "threads": 1}, ["mean_ns", "p50_ns", "p99_ns", "p999_ns"],
+        ({"case": "slice", "threads": 2},
+         ["median_ns", "median_over_tsc", "p99_ns", "p999_ns", "two_over_one_thread"],
+         "the same, 2 threads"),
+        ({"case": "counter", "threads": 1}, ["median_ns", "p99_ns", "p999_ns", "mean_ns"],
          "track event counter"),
-        ({"case": "args2", "threads": 1}, ["mean_ns", "p50_ns", "p99_ns", "p999_ns"],
+        ({"case": "args2", "threads": 1}, ["median_ns", "p99_ns", "p999_ns", "mean_ns"],
          "track event instant, 2 annotations"),
+        ({"case": "raw1k", "threads": 1}, ["median_ns", "p99_ns", "p999_ns", "mean_ns"],
+         "raw 1 KiB packet"),
     ],
 }
 LOADGEN = {
@@ -186,7 +194,8 @@ UNITS = {"cycles_per_s": "/s", "ops_per_s": "/s", "baseline_ops_per_s": "/s (bas
          "baseline_mb_per_s": " MB/s (baseline)", "mb_per_s_per_thread": " MB/s per thread",
          "service_cpu_s_per_gb": " service CPU s/GB", "service_cpu_s": " service CPU s",
          "lost_chunks": " chunks lost", "sdk_dropped": " SDK drops", "loss_pct": "% lost",
-         "ratio": "x memcpy", "ratio_vs_memcpy4k": "x memcpy 4 KiB"}
+         "ratio": "x memcpy", "ratio_vs_memcpy4k": "x memcpy 4 KiB",
+         "median_over_tsc": "x the TSC read", "two_over_one_thread": "x 1 thread"}
 
 def load(path):
     try:
@@ -204,7 +213,7 @@ def fmt(k, v):
         if v >= 1000:
             return "%s %.1f us" % (name, v / 1000)
         return "%s %.1f ns" % (name, v)
-    if k in ("ratio", "ratio_vs_memcpy4k"):
+    if k in ("ratio", "ratio_vs_memcpy4k", "median_over_tsc", "two_over_one_thread"):
         return "%.2f%s" % (v, UNITS[k])
     if k == "loss_pct":
         return "%.3f%s" % (v, UNITS[k])
