@@ -227,6 +227,15 @@ int svc_tbuf_read(struct svc_tbuf *b, struct svc_seqids *ids,
  */
 int svc_tbuf_clone(struct svc_tbuf *b, struct svc_tbuf **out);
 
+/*
+ * Makes b read-only, as a clone is: lane calls fail from now on (-EPERM,
+ * stage NULL) and a chunk-id gap is given up at once (nothing can fill it
+ * any more). For a buffer moved whole into a CloneSession clone
+ * (transfer_on_clone). The caller guarantees that no lane writes into b
+ * any more (every lane let go of it); readers may run concurrently.
+ */
+void svc_tbuf_seal(struct svc_tbuf *b);
+
 /* Frees out->data and zeroes *out. */
 void svc_tbuf_out_free(struct svc_tbuf_out *out);
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Trace buffer snapshots for CloneSession (trace-buffer.md §8): a read-only
-// copy of a live buffer, taken while its lanes keep writing.
+// copy of a live buffer, taken while its lanes keep writing, and the
+// sealing of a buffer moved whole into a clone (transfer_on_clone).
 //
 // Why the copy is consistent without stopping the lanes. The copy runs as a
 // reader would (under rd.mu, so no read pass of the source runs meanwhile):
@@ -241,4 +242,14 @@ int svc_tbuf_clone(struct svc_tbuf *b, struct svc_tbuf **out)
 	copy->read_only = true;
 	*out = copy;
 	return 0;
+}
+
+void svc_tbuf_seal(struct svc_tbuf *b)
+{
+	/* Under the reader mutex: a reader pass sees the flag either for
+	 * the whole pass or not at all. No lane writes any more (the
+	 * caller's contract), so none reads it concurrently. */
+	pthread_mutex_lock(&b->rd.mu);
+	b->read_only = true;
+	pthread_mutex_unlock(&b->rd.mu);
 }

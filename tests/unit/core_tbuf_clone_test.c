@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tests of svc_tbuf_clone(): the copy holds what the source had unread,
 // reading either one leaves the other whole, fragments and pending patches
-// across the clone point, overwritten data, stats, read-only copies, and a
-// clone taken while two lanes keep writing (also run under TSan).
+// across the clone point, overwritten data, stats, read-only copies, a
+// clone taken while two lanes keep writing (also run under TSan), and
+// svc_tbuf_seal() on a buffer moved whole into a clone.
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -265,6 +266,43 @@ static void test_clone_overwritten(void **state)
 	svc_seqids_destroy(ids);
 }
 
+/*
+ * A sealed buffer (moved whole into a clone) keeps its data and its read
+ * progress, refuses lanes, and gives a chunk-id gap up at once instead of
+ * waiting for the missing chunk.
+ */
+static void test_seal(void **state)
+{
+	struct svc_tbuf *b;
+	struct svc_seqids *ids;
+	struct svc_tbuf_out o = { 0 };
+	(void)state;
+
+	assert_int_equal(svc_tbuf_create(1 << 20, SVC_TBUF_RING, 2, 0, &b), 0);
+	assert_int_equal(svc_seqids_create(&ids), 0);
+	put(b, 0, 1, 0, 0, 3, 0);
+	assert_int_equal(read_all(b, ids, &o, PK, 4096), 3);
+	put(b, 0, 1, 1, 3, 2, 0);
+	put(b, 0, 1, 3, 10, 2, 0);	/* chunk 2 never comes */
+	/* Live: chunk 1 is returned, chunk 3 waits behind the gap. */
+	assert_int_equal(read_all(b, ids, &o, PK, 4096), 2);
+	assert_int_equal(PK[0].counter, 3);
+	svc_tbuf_seal(b);
+	assert_int_equal(read_all(b, ids, &o, PK, 4096), 2);
+	assert_int_equal(PK[0].counter, 10);
+	assert_true(PK[0].loss & SVC_LOSS_READ_GAP);
+	assert_int_equal(PK[1].counter, 11);
+	/* Lanes are refused. */
+	tcb_init(&CB);
+	tcb_frag(&CB, (const uint8_t *)"\x08\x01", 2, true);
+	assert_int_equal(tcommit(b, 1, 1, 2, 0, &CB, 0, true), -EPERM);
+	assert_null(svc_tbuf_lane_stage(b, 0, 16));
+
+	svc_tbuf_out_free(&o);
+	svc_tbuf_destroy(b);
+	svc_seqids_destroy(ids);
+}
+
 /* ---- Clone while lanes write ---------------------------------------- */
 
 #define CW_CHUNKS 3000u		/* chunks per writer lane */
@@ -376,6 +414,7 @@ int main(void)
 		cmocka_unit_test(test_clone_fragments_patches),
 		cmocka_unit_test(test_clone_overwritten),
 		cmocka_unit_test(test_clone_concurrent),
+		cmocka_unit_test(test_seal),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
