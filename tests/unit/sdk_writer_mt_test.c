@@ -258,14 +258,14 @@ static void test_thousand_threads(void **state)
 	uint32_t i;
 
 	(void)state;
-	assert_int_equal(r->arb.total_chunks, 256);
+	assert_int_equal(r->arb.total_chunks, 64);
 	run_writers(r, 1000, &tmpl, 256 * 1024, &jobs);
 	run_finish(r, 1000, tmpl.packets);
 	for (i = 0; i < 1000; i++)
 		assert_int_equal(jobs[i].stats.packets_dropped, 0);
 	print_message("1000 threads x %u packets: %.2f s, %llu pressure rounds, "
 		      "%llu reclaims, %llu chunks stolen, %llu smb_full, "
-		      "%llu/%llu pages Div14/Div4\n",
+		      "%llu/%llu pages Div14/Div1\n",
 		      tmpl.packets, (double)(now_us() - t0) / 1e6,
 		      (unsigned long long)r->arb.stats.pressure_rounds,
 		      (unsigned long long)(r->ts.reclaims + r->sweeps),

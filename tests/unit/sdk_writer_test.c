@@ -1242,7 +1242,7 @@ static void test_small_packets(void **state)
 	env_free(e);
 }
 
-/* Many live writers: free pages are cut as Div14; few: back to Div4. */
+/* Many live writers: free pages are cut as Div14; few: back to Div1. */
 static void test_adaptive_layout(void **state)
 {
 	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
@@ -1250,7 +1250,8 @@ static void test_adaptive_layout(void **state)
 	size_t small = 30, i;
 
 	(void)state;
-	/* 129 writers: more than half of the 256 coarse chunks. */
+	/* 129 writers: more than half of the 64 coarse chunks (and of the
+	 * 256 chunks of a 1 KiB layout). */
 	for (i = 0; i < 129; i++)
 		tw[i] = new_writer(e, 1);
 	for (i = 0; i < 129; i++) {
@@ -1272,7 +1273,7 @@ static void test_adaptive_layout(void **state)
 	spn_tw_flush(tw[0]);
 	ts_pump(&e->ts, 0);
 	expect_all(e);
-	assert_int_equal(e->chunks.v[e->chunks.n - 1].size, 1020);
+	assert_int_equal(e->chunks.v[e->chunks.n - 1].size, 4088);
 	assert_true(e->arb.stats.pages_coarse > 0);
 	spn_tw_destroy(tw[0]);
 	env_free(e);
@@ -1285,18 +1286,18 @@ static void test_layouts_and_init(void **state)
 	struct smb_arbiter_opts o = { .layout = SPN_SMB_PAGE_RESERVED6 };
 
 	(void)state;
-	assert_int_equal(smb_arbiter_default_layout(4096), SPN_SMB_PAGE_DIV4);
-	assert_int_equal(smb_arbiter_default_layout(8192), SPN_SMB_PAGE_DIV7);
-	assert_int_equal(smb_arbiter_default_layout(16384), SPN_SMB_PAGE_DIV14);
-	assert_int_equal(smb_arbiter_default_layout(32768), SPN_SMB_PAGE_DIV14);
+	assert_int_equal(smb_arbiter_default_layout(4096), SPN_SMB_PAGE_DIV1);
+	assert_int_equal(smb_arbiter_default_layout(8192), SPN_SMB_PAGE_DIV2);
+	assert_int_equal(smb_arbiter_default_layout(16384), SPN_SMB_PAGE_DIV4);
+	assert_int_equal(smb_arbiter_default_layout(32768), SPN_SMB_PAGE_DIV7);
 	smb_shm_init(&shm);
 	assert_int_equal(smb_shm_create(&shm, SPN_SMB_DEFAULT_SIZE, 4096), 0);
 	assert_int_equal(smb_arbiter_init(&arb, &shm.smb, &o), -EINVAL);
 	o.layout = 0;
 	assert_int_equal(smb_arbiter_init(&arb, &shm.smb, &o), 0);
-	assert_int_equal(arb.layout, SPN_SMB_PAGE_DIV4);
+	assert_int_equal(arb.layout, SPN_SMB_PAGE_DIV1);
 	assert_true(arb.adaptive);
-	assert_int_equal(arb.total_chunks, 256);
+	assert_int_equal(arb.total_chunks, 64);
 	assert_int_equal(arb.opts.max_writer_id, SPN_SMB_MAX_WRITER_ID);
 	smb_arbiter_destroy(&arb);
 	o.force_heavy_fence = true;
