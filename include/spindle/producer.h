@@ -2,7 +2,8 @@
 // The producer SDK: connect to spindled (or Perfetto's traced), register data sources, and get a per-thread trace writer for each started instance.
 //
 // A producer owns one I/O thread. It connects to the producer socket,
-// registers the data sources, answers the service's commands (setup,
+// registers the data sources (and updates or unregisters them), sends the
+// triggers the app activates, answers the service's commands (setup,
 // start, stop, flush, clear incremental state) by calling the data
 // source's callbacks on that thread, and commits the chunks app threads
 // fill. When the service goes away, every instance stops (writers return
@@ -104,6 +105,11 @@ struct spn_producer_stats {
 	uint64_t packets_dropped;	/* packets lost (SMB full, aborted) */
 	uint64_t wakeups;		/* times an app thread woke the I/O
 					 * thread */
+	uint64_t triggers_sent;		/* trigger names sent (ActivateTriggers) */
+	uint64_t triggers_dropped;	/* trigger names never sent: their
+					 * ttl ran out, the queue was full, or
+					 * the producer was destroyed while not
+					 * connected */
 };
 
 /*
@@ -119,6 +125,8 @@ int spn_producer_create(const struct spn_producer_opts *opts,
 /*
  * Disconnects (instances stop: their on_stop callbacks run, and lookups
  * return NULL from then on), stops the I/O thread and frees the producer.
+ * When connected, what is queued for the service (triggers included) is
+ * put on the wire first: this waits for that, at most 1 s.
  * No thread may call spn_* functions of this producer or its data sources
  * afterwards. Writers still held by live threads keep their SMB mapped
  * (and the producer's memory allocated) until those threads exit. Any
@@ -128,6 +136,40 @@ void spn_producer_destroy(struct spn_producer *p);
 
 /* Fills *st. Any thread. */
 void spn_producer_stats(const struct spn_producer *p, struct spn_producer_stats *st);
+
+/* ---- Triggers -------------------------------------------------------------- */
+
+/* Names one spn_producer_activate_triggers() call may carry, and the
+ * longest name accepted (bytes, without the NUL). */
+#define SPN_TRIGGERS_MAX 64u
+#define SPN_TRIGGER_NAME_MAX 255u
+/* Calls waiting for a connection; past this the oldest is dropped. */
+#define SPN_TRIGGERS_QUEUE_MAX 256u
+
+/*
+ * Activates triggers: the service fires every session whose
+ * TraceConfig.trigger_config lists one of the names (START_TRACING,
+ * STOP_TRACING or CLONE_SNAPSHOT), subject to the trigger's
+ * producer_name_regex (matched against spn_producer_opts.name), skip
+ * probability and 24 h limit. The names are copied and handed to the I/O
+ * thread, which sends one ActivateTriggers request for the call; this
+ * returns at once (one allocation, a lock-free push and at most one
+ * wake-up of the I/O thread: no lock, no I/O, no waiting).
+ *
+ * Not connected (yet, or between reconnects): the call waits in a queue
+ * (at most SPN_TRIGGERS_QUEUE_MAX calls, oldest dropped first) and is sent,
+ * in call order, as soon as InitializeConnection succeeds, unless ttl_ms
+ * is not 0 and more than ttl_ms passed since this call by then: it is then
+ * dropped. Dropped names count in triggers_dropped. A request whose
+ * connection breaks right after it went out is not sent again (the service
+ * may have acted on it). spn_producer_destroy() still sends the queue when
+ * connected. Any thread, callbacks included.
+ *
+ * Returns 0, -EINVAL (p or names NULL, n 0 or over SPN_TRIGGERS_MAX, a
+ * name NULL, empty or longer than SPN_TRIGGER_NAME_MAX), -ENOMEM.
+ */
+int spn_producer_activate_triggers(struct spn_producer *p, const char *const *names,
+				   size_t n, uint32_t ttl_ms);
 
 /* ---- Data sources -------------------------------------------------------- */
 
@@ -192,7 +234,7 @@ struct spn_ds_callbacks {
 	 * (any thread). A stop never finished is completed by the SDK after
 	 * the config's stop_timeout_ms (the service has given up by then).
 	 * Also called (and the completion ignored) when the connection is
-	 * lost or the producer destroyed. */
+	 * lost, the data source unregistered or the producer destroyed. */
 	bool (*on_stop)(struct spn_ds *ds, const struct spn_ds_stop *stop,
 			void *user);
 	/* The service asks for a flush of the instance; the SDK then takes
@@ -211,12 +253,64 @@ struct spn_ds_callbacks {
 
 /*
  * Registers a data source (copies desc and cb). It is announced to the
- * service now if connected, and on every later connection. Any thread.
+ * service now if connected, and on every later connection until
+ * spn_data_source_unregister(). Any thread.
  * Returns 0 and *out (valid until spn_producer_destroy), -EINVAL (no name,
  * or a name longer than 255 bytes), -ENOMEM.
  */
 int spn_data_source_register(struct spn_producer *p, const struct spn_ds_desc *desc,
 			     const struct spn_ds_callbacks *cb, struct spn_ds **out);
+
+/*
+ * Replaces the descriptor of a registered data source; desc->name must be
+ * its name (a data source cannot be renamed: register another one). The
+ * copy is handed to the I/O thread, which sends UpdateDataSource when the
+ * data source is registered on the current connection (the service then
+ * shows the new descriptor, e.g. in QueryServiceState, and uses it for new
+ * instances), and registers the new descriptor on every later connection.
+ * Running instances keep the flags they started with; an instance the
+ * service may have set up with either descriptor notifies its start and
+ * stop if either one asks for it (an extra notification is ignored by the
+ * service, a missing one would stall it). A service without
+ * UpdateDataSource (Perfetto v14's traced) keeps the old descriptor until
+ * the producer reconnects; the SDK logs that once. Several calls in a row:
+ * the last one wins. Any thread.
+ *
+ * Returns 0, -EINVAL (NULL argument, other name), -ENOENT (ds was
+ * unregistered), -ENOMEM.
+ */
+int spn_data_source_update(struct spn_ds *ds, const struct spn_ds_desc *desc);
+
+/*
+ * Unregisters a data source. On the I/O thread, its running instances
+ * stop: the enabled bits clear (spn_ds_writer() / spn_ds_tls() return NULL
+ * from then on), on_stop runs for each (its deferral is ignored, as when
+ * the connection is lost; a stop the service asked for and on_stop
+ * deferred is completed now), and what the writers wrote is committed,
+ * partial chunks included (as for a flush). Then UnregisterDataSource
+ * tells the service, which ends these instances in their sessions (the
+ * trace keeps what was committed) and forgets the registration. The
+ * service works by name: other data sources of this producer with the
+ * same name lose their instances too.
+ *
+ * From an app thread this waits until the I/O thread has stopped the
+ * instances (at most 10 s), not for the service. From inside a callback
+ * of this producer (the I/O thread) it cannot wait: it returns at once,
+ * and the stop runs right after the current callback returns.
+ *
+ * Once it returned (from a callback: once the stop ran), no callback of ds
+ * runs again, except free_tls: per-thread state that threads still hold
+ * for ds is freed on each such thread when it exits (their writers are
+ * retired then too; nothing they write after the stop is recorded). The
+ * handle stays valid (never enabled again) until spn_producer_destroy(),
+ * which frees it; no instance of it is set up again, on this or a later
+ * connection.
+ *
+ * Returns 0, -EINVAL (ds NULL), -ENOENT (already unregistered),
+ * -ETIMEDOUT (the I/O thread did not get to it within 10 s; it still
+ * will).
+ */
+int spn_data_source_unregister(struct spn_ds *ds);
 
 /* Completes a stop that on_stop deferred. Idempotent; a handle of an
  * instance already gone is ignored. Any thread. */

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ipc/log.h"
 #include "ipc/loop.h"
@@ -46,9 +47,12 @@ static void spn_prod_free(struct spn_producer *p)
 {
 	for (uint32_t i = 0; i < p->nds; i++) {
 		free(p->ds[i]->ted);
+		free(p->ds[i]->upd_ted);
 		free(p->ds[i]);
 	}
 	free(p->ds);
+	_spn_trig_free_all(p); /* the I/O thread freed its queue; late pushes */
+	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
@@ -148,6 +152,21 @@ static int spn_prod_opts(struct spn_producer *p, const struct spn_producer_opts 
 	return 0;
 }
 
+/* p->cond times its waits on CLOCK_MONOTONIC. Returns 0 or -errno. */
+static int spn_prod_cond_init(pthread_cond_t *cond)
+{
+	pthread_condattr_t a;
+	int err = pthread_condattr_init(&a);
+
+	if (err)
+		return -err;
+	err = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	if (!err)
+		err = pthread_cond_init(cond, &a);
+	pthread_condattr_destroy(&a);
+	return -err;
+}
+
 int spn_producer_create(const struct spn_producer_opts *opts,
 			struct spn_producer **out)
 {
@@ -164,6 +183,12 @@ int spn_producer_create(const struct spn_producer_opts *opts,
 		return err;
 	}
 	atomic_init(&p->refs, 1);
+	p->trig_tail = &p->trig_q;
+	err = spn_prod_cond_init(&p->cond);
+	if (err) {
+		free(p);
+		return err;
+	}
 	pthread_mutex_init(&p->lock, NULL);
 	err = ipc_loop_create(&p->loop, NULL);
 	if (err)
@@ -182,6 +207,7 @@ err_loop:
 	p->quitting = true; /* the queued start post runs here and must not connect */
 	ipc_loop_destroy(p->loop);
 err:
+	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return err;
@@ -222,6 +248,8 @@ void spn_producer_stats(const struct spn_producer *cp, struct spn_producer_stats
 	st->writers_created = SPN_LD(writers_created);
 	st->wakeups = SPN_LD(wakeups);
 	st->packets_dropped = SPN_LD(packets_dropped_gone);
+	st->triggers_sent = SPN_LD(triggers_sent);
+	st->triggers_dropped = SPN_LD(triggers_dropped);
 #undef SPN_LD
 	st->connected = st->connects > st->disconnects;
 	pthread_mutex_lock(&p->lock);
@@ -281,6 +309,7 @@ int spn_data_source_register(struct spn_producer *p, const struct spn_ds_desc *d
 		p->ds = a;
 		p->ds_cap = cap;
 	}
+	ds->desc_id = ++p->next_desc_id;
 	p->ds[p->nds++] = ds;
 	pthread_mutex_unlock(&p->lock);
 	/* Release: the bit is seen after the list holds ds (the I/O thread

@@ -63,7 +63,7 @@ static void io_call_cfg(struct spn_ds *ds, struct spn_ds_inst *in, const SpnDsCo
 }
 
 /* The data source a setup for `name` goes to: the first registration of
- * that name with a free slot. */
+ * that name (not unregistered) with a free slot. */
 static struct spn_ds_inst *io_free_slot(struct spn_producer *p, const char *name,
 					bool *known)
 {
@@ -71,7 +71,7 @@ static struct spn_ds_inst *io_free_slot(struct spn_producer *p, const char *name
 
 	*known = false;
 	for (uint32_t k = 0; (ds = _spn_io_ds_at(p, k)); k++) {
-		if (strcmp(ds->name, name) != 0)
+		if (ds->unreg || strcmp(ds->name, name) != 0)
 			continue;
 		*known = true;
 		for (uint32_t i = 0; i < SPN_DS_MAX_INSTANCES; i++)
@@ -102,6 +102,10 @@ static struct spn_ds_inst *io_cmd_setup(struct spn_producer *p, uint64_t id,
 	in->id = id;
 	in->stop_timeout_ms = cfg->has_stop_timeout_ms && cfg->stop_timeout_ms ?
 				      cfg->stop_timeout_ms : SPN_DEFAULT_STOP_TIMEOUT_MS;
+	/* The service may have made this instance from a descriptor we
+	 * just replaced: then notify if either asks (producer_ctl.c). */
+	in->notify_start = in->ds->desc.will_notify_on_start || in->ds->sticky_start;
+	in->notify_stop = in->ds->desc.will_notify_on_stop || in->ds->sticky_stop;
 	pthread_mutex_lock(&p->lock);
 	in->state = SPN_INST_SETUP;
 	in->stop_done = false;
@@ -133,7 +137,7 @@ static void io_cmd_start(struct spn_producer *p, uint64_t id, const SpnDsConfig 
 	atomic_fetch_or_explicit(&ds->hot.enabled, 1u << in->idx, memory_order_release);
 	atomic_fetch_add_explicit(&p->n.instances_started, 1, memory_order_relaxed);
 	io_call_cfg(ds, in, cfg, ds->cb.on_start);
-	if (ds->desc.will_notify_on_start && in->state == SPN_INST_STARTED) {
+	if (in->notify_start && in->state == SPN_INST_STARTED) {
 		Perfetto__Protos__NotifyDataSourceStartedRequest r =
 			PERFETTO__PROTOS__NOTIFY_DATA_SOURCE_STARTED_REQUEST__INIT;
 
@@ -170,14 +174,14 @@ void _spn_io_stop_complete(struct spn_producer *p, struct spn_ds_inst *in)
 	if (!j) {
 		/* Cannot wait for the data: notify now. */
 		struct spn_settle now = {
-			.is_stop = true, .ds = in->ds, .inst = in->idx,
+			.kind = SPN_SETTLE_STOP, .ds = in->ds, .inst = in->idx,
 			.serial = atomic_load_explicit(&in->serial, memory_order_relaxed),
 		};
 
 		_spn_io_stop_finish(p, &now);
 		return;
 	}
-	j->is_stop = true;
+	j->kind = SPN_SETTLE_STOP;
 	j->ds = in->ds;
 	j->inst = in->idx;
 	/* Relaxed: only this thread stores serial. */
@@ -191,7 +195,7 @@ void _spn_io_stop_complete(struct spn_producer *p, struct spn_ds_inst *in)
  * when the data source says so; otherwise (connection lost, destroy) the
  * caller frees the slot and the completion is ignored.
  */
-static void io_stop_inst(struct spn_producer *p, struct spn_ds_inst *in, bool service)
+void _spn_io_stop_inst(struct spn_producer *p, struct spn_ds_inst *in, bool service)
 {
 	struct spn_ds *ds = in->ds;
 	struct spn_ds_stop stop;
@@ -233,8 +237,10 @@ static void io_stop_all(struct spn_producer *p)
 
 			if (in->state == SPN_INST_FREE)
 				continue;
-			io_stop_inst(p, in, false);
-			_spn_io_inst_free(p, in);
+			_spn_io_stop_inst(p, in, false);
+			/* on_stop may have unregistered ds, which freed it */
+			if (in->state != SPN_INST_FREE)
+				_spn_io_inst_free(p, in);
 		}
 		ds->reg_gen = 0;
 	}
@@ -248,7 +254,7 @@ static void io_cmd_flush(struct spn_producer *p,
 	for (size_t k = 0; k < f->n_data_source_ids; k++) {
 		struct spn_ds_inst *in = _spn_io_find_inst(p, f->data_source_ids[k]);
 
-		if (in && in->ds->cb.on_flush)
+		if (in && !in->ds->unreg && in->ds->cb.on_flush)
 			in->ds->cb.on_flush(in->ds, in->idx, f->request_id, in->ds->cb.user);
 		if (p->st != SPN_CONN_UP)
 			return;
@@ -274,7 +280,7 @@ static void io_cmd_clear(struct spn_producer *p,
 			continue;
 		/* Relaxed: see struct spn_ds_inst. */
 		atomic_fetch_add_explicit(&in->clear_gen, 1, memory_order_relaxed);
-		if (in->ds->cb.on_clear_incremental_state)
+		if (!in->ds->unreg && in->ds->cb.on_clear_incremental_state)
 			in->ds->cb.on_clear_incremental_state(in->ds, in->idx, in->ds->cb.user);
 	}
 }
@@ -349,7 +355,7 @@ static void io_on_cmd(void *arg, struct ipc_client_reply *r)
 		struct spn_ds_inst *in = _spn_io_find_inst(p, cmd->stop_data_source->instance_id);
 
 		if (in)
-			io_stop_inst(p, in, true);
+			_spn_io_stop_inst(p, in, true);
 		break;
 	}
 	case PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_FLUSH:
@@ -387,19 +393,7 @@ static void io_register(struct spn_producer *p, struct spn_ds *ds)
 		PERFETTO__PROTOS__DATA_SOURCE_DESCRIPTOR__INIT;
 	int err;
 
-	d.name = ds->name;
-	d.has_will_notify_on_start = d.has_will_notify_on_stop = 1;
-	d.will_notify_on_start = ds->desc.will_notify_on_start;
-	d.will_notify_on_stop = ds->desc.will_notify_on_stop;
-	d.has_handles_incremental_state_clear = 1;
-	d.handles_incremental_state_clear = ds->desc.handles_incremental_state_clear;
-	if (ds->desc.no_flush)
-		d.has_no_flush = d.no_flush = 1; /* newer field: only when set */
-	if (ds->desc.track_event_descriptor_len) {
-		d.has_track_event_descriptor = 1;
-		d.track_event_descriptor.data = ds->ted;
-		d.track_event_descriptor.len = ds->desc.track_event_descriptor_len;
-	}
+	_spn_io_fill_desc(ds, &d);
 	req.data_source_descriptor = &d;
 	ds->reg_gen = p->conn_gen;
 	err = ipc_client_invoke(p->port, "RegisterDataSource", &req.base, -1, 0,
@@ -415,7 +409,7 @@ void _spn_io_register_all(struct spn_producer *p)
 	struct spn_ds *ds;
 
 	for (uint32_t k = 0; p->st == SPN_CONN_UP && (ds = _spn_io_ds_at(p, k)); k++)
-		if (ds->reg_gen != p->conn_gen)
+		if (ds->reg_gen != p->conn_gen && !ds->unreg)
 			io_register(p, ds);
 }
 
@@ -456,6 +450,7 @@ static void io_on_init(void *arg, struct ipc_client_reply *r)
 	atomic_fetch_add_explicit(&p->n.connects, 1, memory_order_relaxed);
 	spn_log_info(SPN_TAG, "connected to %s as \"%s\"", p->socket, p->name);
 	_spn_io_register_all(p);
+	_spn_io_ctl_connected(p); /* then the triggers that waited */
 }
 
 static void io_on_bind(void *arg, struct ipc_proxy *proxy, int status)
@@ -591,4 +586,6 @@ void _spn_io_lost(struct spn_producer *p, int reason)
 	}
 	if (!p->quitting)
 		io_schedule_retry(p);
+	else
+		_spn_io_quit_done(p); /* a destroy waiting for the last sends */
 }

@@ -29,6 +29,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "data_source_descriptor.pb-c.h"
 #include "ipc/loop.h"
 #include "smb/arbiter.h"
 #include "smb/shm.h"
@@ -38,6 +39,7 @@
 
 struct ipc_client;
 struct ipc_proxy;
+struct spn_trig;
 
 /* Longest data source name accepted. */
 #define SPN_DS_NAME_MAX 255u
@@ -51,6 +53,9 @@ struct ipc_proxy;
 enum spn_work {
 	SPN_WORK_REGISTER = 1u,	/* a data source was registered */
 	SPN_WORK_STOP_DONE = 2u,/* spn_ds_stop_done() was called */
+	SPN_WORK_TRIGGERS = 4u,	/* triggers were pushed (p->trig_head) */
+	SPN_WORK_UPDATE = 8u,	/* a descriptor update is pending */
+	SPN_WORK_UNREG = 16u,	/* a data source is being unregistered */
 };
 
 /* Life of an instance slot (spn_ds_inst.state). */
@@ -92,6 +97,9 @@ struct spn_ds_inst {
 	uint64_t id;			/* I/O: the service's instance id */
 	uint32_t stop_timeout_ms;	/* I/O: from the config */
 	uint64_t stop_timer;		/* I/O: forced completion timer, 0 */
+	/* I/O: send NotifyDataSourceStarted / Stopped for this instance
+	 * (the descriptor's flags at setup, see struct spn_ds.sticky_*) */
+	bool notify_start, notify_stop;
 	struct spn_ds *ds;		/* constant: the data source */
 	uint32_t idx;			/* constant: this slot's index */
 };
@@ -105,7 +113,28 @@ struct spn_ds {
 					 * our copies */
 	uint8_t *ted;			/* copy of the TrackEventDescriptor */
 	struct spn_ds_callbacks cb;	/* callbacks */
+	uint64_t desc_id;		/* constant: DataSourceDescriptor.id,
+					 * unique in the producer, never 0 */
 	uint64_t reg_gen;		/* I/O: connection it was registered on */
+	/* p->lock: a spn_data_source_update() copy waits for the I/O thread
+	 * (upd holds it; name and bytes point at ours: upd_ted) */
+	bool upd_pending;
+	struct spn_ds_desc upd;
+	uint8_t *upd_ted;
+	/* I/O: flags of a descriptor replaced on this connection while the
+	 * service may still create instances from it (until the Sync that
+	 * follows the UpdateDataSource is answered, or for good when the
+	 * service has no UpdateDataSource): new instances notify if either
+	 * descriptor asks */
+	bool sticky_start, sticky_stop;
+	uint32_t upd_syncs;		/* I/O: those Syncs not yet answered */
+	/* p->lock: spn_data_source_unregister() was called; unreg_done: the
+	 * I/O thread stopped the instances (the caller waits for it on
+	 * p->cond) */
+	bool gone, unreg_done;
+	/* I/O: unregistered: no new instance, no callback but the on_stop
+	 * of the stop that unregistering runs, never registered again */
+	bool unreg;
 	struct spn_ds_inst inst[SPN_DS_MAX_INSTANCES]; /* slots */
 };
 
@@ -116,11 +145,20 @@ enum spn_conn_state {
 	SPN_CONN_UP,		/* initialized */
 };
 
-/* A flush or a stop waiting for writers' data to be committed. */
+/* What a settling job does once the writers' data is committed. */
+enum spn_settle_kind {
+	SPN_SETTLE_FLUSH = 0,	/* ack a flush (CommitData flush id) */
+	SPN_SETTLE_STOP,	/* NotifyDataSourceStopped, free the slot */
+	SPN_SETTLE_UNREG,	/* free the data source's slots, then
+				 * UnregisterDataSource */
+};
+
+/* A flush, a stop or an unregistration waiting for writers' data to be
+ * committed. */
 struct spn_settle {
-	bool is_stop;			/* stop (else flush) */
+	enum spn_settle_kind kind;	/* what follows */
 	uint64_t flush_id;		/* flush: request id to ack */
-	struct spn_ds *ds;		/* stop: data source */
+	struct spn_ds *ds;		/* stop, unreg: data source */
 	uint32_t inst;			/* stop: slot */
 	uint64_t serial;		/* stop: instance serial */
 	unsigned rounds;		/* settle rounds done */
@@ -132,7 +170,17 @@ struct spn_prod_counters {
 	_Atomic uint64_t connects, connect_failures, disconnects, commits,
 		chunks_committed, flushes_acked, instances_started,
 		instances_stopped, writers_created, packets_dropped_gone,
-		wakeups;
+		wakeups, triggers_sent, triggers_dropped;
+};
+
+/* One spn_producer_activate_triggers() call (one allocation: the name
+ * pointers, then the strings). */
+struct spn_trig {
+	struct spn_trig *next;		/* stack link, then queue link */
+	uint64_t deadline_ms;		/* CLOCK_MONOTONIC ms after which it is
+					 * dropped unsent; 0: never */
+	size_t n;			/* names */
+	char *names[];			/* n names (point past the array) */
 };
 
 struct spn_producer {
@@ -160,6 +208,8 @@ struct spn_producer {
 	pthread_t thread;		/* the I/O thread */
 	bool thread_started;		/* thread is running */
 	bool quitting;			/* I/O: destroy in progress */
+	bool quit_done;			/* I/O: disconnected, loop stopping */
+	uint64_t quit_timer;		/* I/O: limit of the last sends, 0 */
 	enum spn_conn_state st;		/* I/O: connection state */
 	struct ipc_client *cl;		/* I/O: client, or NULL */
 	struct ipc_proxy *port;		/* I/O: bound ProducerPort, or NULL */
@@ -173,6 +223,19 @@ struct spn_producer {
 	bool settle_armed;		/* I/O: settle timer pending */
 	uint64_t settle_timer;		/* I/O: its id */
 	uint64_t next_serial;		/* I/O: last instance serial given */
+
+	/* ---- triggers (spn_producer_activate_triggers) ---- */
+	/* calls pushed by any thread (a stack: CAS push with release, the
+	 * I/O thread takes it whole with an acquire exchange) */
+	_Alignas(64) _Atomic(struct spn_trig *) trig_head;
+	struct spn_trig *trig_q;	/* I/O: taken calls, oldest first */
+	struct spn_trig **trig_tail;	/* I/O: &last->next (or &trig_q) */
+	uint32_t ntrig_q;		/* I/O: calls in trig_q */
+
+	pthread_cond_t cond;		/* with p->lock: unregistrations done */
+	uint64_t next_desc_id;		/* p->lock: last descriptor id given */
+	bool upd_unsupported_logged;	/* I/O: said once that the service
+					 * lacks UpdateDataSource */
 
 	struct spn_prod_counters n;	/* counters */
 };
@@ -226,6 +289,26 @@ void _spn_io_settle_drop(struct spn_producer *p);
 void _spn_io_stop_done_scan(struct spn_producer *p);
 /* A settled stop: NotifyDataSourceStopped if wanted, then free the slot. */
 void _spn_io_stop_finish(struct spn_producer *p, const struct spn_settle *j);
+/* Stops an instance: clears its enabled bit, runs on_stop (see
+ * producer_conn.c). */
+void _spn_io_stop_inst(struct spn_producer *p, struct spn_ds_inst *in, bool service);
+
+/* producer_ctl.c: triggers, descriptor updates, unregistration */
+/* Fills d from ds's descriptor (RegisterDataSource, UpdateDataSource). */
+void _spn_io_fill_desc(const struct spn_ds *ds, Perfetto__Protos__DataSourceDescriptor *d);
+/* Takes the pushed trigger calls and, when connected, sends the queue. */
+void _spn_io_triggers(struct spn_producer *p);
+/* Frees every queued trigger call, counting its names as dropped. Any
+ * thread once the I/O thread is gone (or the I/O thread). */
+void _spn_trig_free_all(struct spn_producer *p);
+/* Applies pending descriptor updates (and sends them). */
+void _spn_io_updates(struct spn_producer *p);
+/* Stops the data sources whose unregistration was asked. */
+void _spn_io_unreg_scan(struct spn_producer *p);
+/* A settled unregistration: free the slots, UnregisterDataSource. */
+void _spn_io_unreg_finish(struct spn_producer *p, const struct spn_settle *j);
+/* The connection is up: forget what belonged to the last one. */
+void _spn_io_ctl_connected(struct spn_producer *p);
 
 /* producer_conn.c */
 /* The connection failed or went away (or destroy); idempotent. */
@@ -238,10 +321,14 @@ void _spn_io_register_all(struct spn_producer *p);
 void _spn_io_stop_complete(struct spn_producer *p, struct spn_ds_inst *in);
 
 /* producer_io.c: the thread */
+/* The producer whose I/O thread this is (NULL on other threads). */
+extern __thread struct spn_producer *_spn_io_self;
 void *_spn_io_main(void *p);
 /* Posted by spn_producer_create / spn_producer_destroy. */
 void _spn_io_start(struct ipc_loop *loop, void *p, uint64_t u64);
 void _spn_io_quit(struct ipc_loop *loop, void *p, uint64_t u64);
+/* Finishes a quit (after the last sends, or at once). Idempotent. */
+void _spn_io_quit_done(struct spn_producer *p);
 /* Posted by an app thread that woke the I/O thread (_spn_prod_kick). */
 void _spn_io_on_kick(struct ipc_loop *loop, void *p, uint64_t u64);
 

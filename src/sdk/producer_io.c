@@ -38,6 +38,10 @@
 #include "sdk/producer_int.h"
 
 #define SPN_TAG "producer"
+/* How long destroy waits for the last requests to reach the socket. */
+#define SPN_QUIT_DRAIN_MS 1000u
+
+__thread struct spn_producer *_spn_io_self;
 
 static void io_go_idle(struct spn_producer *p);
 
@@ -339,10 +343,18 @@ static bool io_pump(struct spn_producer *p)
 	 * it did before (list append, stop_done) is visible. */
 	uint32_t w = atomic_exchange_explicit(&p->work, 0, memory_order_acquire);
 
+	/* Updates first: a data source not yet registered on this
+	 * connection then goes out with its new descriptor. */
+	if (w & SPN_WORK_UPDATE)
+		_spn_io_updates(p);
 	if ((w & SPN_WORK_REGISTER) && p->st == SPN_CONN_UP)
 		_spn_io_register_all(p);
 	if (w & SPN_WORK_STOP_DONE)
 		_spn_io_stop_done_scan(p);
+	if (w & SPN_WORK_UNREG)
+		_spn_io_unreg_scan(p);
+	if (w & SPN_WORK_TRIGGERS)
+		_spn_io_triggers(p);
 	return _spn_io_commit(p, 0) > 0 || w != 0;
 }
 
@@ -439,7 +451,7 @@ void _spn_io_stop_finish(struct spn_producer *p, const struct spn_settle *j)
 	if (atomic_load_explicit(&in->serial, memory_order_relaxed) != j->serial ||
 	    in->state != SPN_INST_SETTLING)
 		return;
-	if (j->ds->desc.will_notify_on_stop) {
+	if (in->notify_stop) {
 		Perfetto__Protos__NotifyDataSourceStoppedRequest r =
 			PERFETTO__PROTOS__NOTIFY_DATA_SOURCE_STOPPED_REQUEST__INIT;
 
@@ -475,7 +487,7 @@ static void io_settle_round(struct spn_producer *p)
 			j->next = NULL;
 			*tail = j;
 			tail = &j->next;
-			if (!j->is_stop) {
+			if (j->kind == SPN_SETTLE_FLUSH) {
 				flush_id = j->flush_id > flush_id ? j->flush_id : flush_id;
 				nflush++;
 			}
@@ -491,8 +503,10 @@ static void io_settle_round(struct spn_producer *p)
 		struct spn_settle *j = done;
 
 		done = j->next;
-		if (j->is_stop)
+		if (j->kind == SPN_SETTLE_STOP)
 			_spn_io_stop_finish(p, j);
+		else if (j->kind == SPN_SETTLE_UNREG)
+			_spn_io_unreg_finish(p, j);
 		free(j);
 	}
 	if (p->settle && !p->settle_armed && !p->quitting &&
@@ -538,6 +552,30 @@ void _spn_io_start(struct ipc_loop *loop, void *arg, uint64_t u64)
 	io_go_idle(p);
 }
 
+/* Ends the I/O thread's work: disconnect, drop what is left, stop the
+ * loop. Idempotent. */
+void _spn_io_quit_done(struct spn_producer *p)
+{
+	if (!p->quitting || p->quit_done)
+		return;
+	p->quit_done = true;
+	_spn_io_cancel(p, &p->quit_timer);
+	_spn_io_lost(p, -ECANCELED);
+	_spn_trig_free_all(p);
+	ipc_loop_stop(p->loop);
+}
+
+static void io_on_quit_timeout(struct ipc_loop *loop, void *arg)
+{
+	struct spn_producer *p = arg;
+
+	(void)loop;
+	p->quit_timer = 0;
+	spn_log_warn(SPN_TAG, "destroy: the last requests did not leave in %u ms",
+		     SPN_QUIT_DRAIN_MS);
+	_spn_io_quit_done(p);
+}
+
 void _spn_io_quit(struct ipc_loop *loop, void *arg, uint64_t u64)
 {
 	struct spn_producer *p = arg;
@@ -549,8 +587,19 @@ void _spn_io_quit(struct ipc_loop *loop, void *arg, uint64_t u64)
 	_spn_io_cancel(p, &p->tick_timer);
 	p->tick_armed = false;
 	_spn_io_cancel(p, &p->retry_timer);
-	_spn_io_lost(p, -ECANCELED);
-	ipc_loop_stop(loop);
+	/* Triggers still queued go out when connected, and so does every
+	 * request already queued on the connection (sends leave at the end
+	 * of the loop's turn): it closes once its queue is on the wire
+	 * (_spn_io_lost then finishes), or after SPN_QUIT_DRAIN_MS. The
+	 * timer goes first: the close may happen at once. */
+	_spn_io_triggers(p);
+	if (p->st == SPN_CONN_UP && p->cl && ipc_client_conn(p->cl) &&
+	    ipc_loop_timer_add(loop, SPN_QUIT_DRAIN_MS, io_on_quit_timeout, p,
+			       &p->quit_timer) == 0) {
+		ipc_conn_close_after_flush(ipc_client_conn(p->cl));
+		return;
+	}
+	_spn_io_quit_done(p);
 }
 
 void *_spn_io_main(void *arg)
@@ -559,6 +608,7 @@ void *_spn_io_main(void *arg)
 	struct timespec nap = { 0, 10 * 1000 * 1000 };
 
 	pthread_setname_np(pthread_self(), "spn-producer");
+	_spn_io_self = p;
 	while (!p->quitting) {
 		int err = ipc_loop_run(p->loop);
 
