@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // spindle: the consumer command line (perfetto-compatible flags): parses
-// the flags, loads the config, connects to the ConsumerPort and runs one
-// mode. Bad usage is one line on stderr and exit status 2.
+// the flags, loads the config, connects to the ConsumerPort (or, to
+// activate triggers, the ProducerPort) and runs one mode. Bad usage is one
+// line on stderr and exit status 2.
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -37,9 +38,20 @@ static void cli_usage(FILE *f)
 		"      --clone=ID        clone session ID into -o\n"
 		"      --query           producers, data sources, sessions\n"
 		"      --query-raw       the service state as text proto\n"
+		"triggers:\n"
+		"      --trigger NAME    activate trigger NAME (repeatable) as a "
+		"producer,\n"
+		"                        wait until the service processed it, "
+		"exit 0\n"
+		"                        (a -c config with activate_triggers does "
+		"the same)\n"
 		"other:\n"
 		"      --consumer-socket PATH  service socket (default: "
 		"$PERFETTO_CONSUMER_SOCK_NAME, then perfetto's)\n"
+		"      --producer-socket PATH  producer socket for triggers "
+		"(default:\n"
+		"                        $PERFETTO_PRODUCER_SOCK_NAME, then "
+		"perfetto's)\n"
 		"  -h, --help            this text\n"
 		"      --version         print the version\n");
 }
@@ -62,6 +74,7 @@ __attribute__((format(printf, 1, 2))) static int cli_bad(const char *fmt,
 enum {
 	OPT_TXT = 256, OPT_DETACH, OPT_ATTACH, OPT_IS_DETACHED, /* in order */
 	OPT_STOP, OPT_QUERY, OPT_QUERY_RAW, OPT_CLONE, OPT_SOCKET, OPT_VERSION,
+	OPT_TRIGGER, OPT_PRODUCER_SOCKET,
 };
 
 /* Selects a mode; only one mode flag may be given. */
@@ -125,6 +138,19 @@ static int cli_opt_value(struct cli_opts *o, int c, const char *arg,
 	case OPT_SOCKET:
 		o->socket = arg;
 		return 0;
+	case OPT_PRODUCER_SOCKET:
+		o->producer_socket = arg;
+		return 0;
+	case OPT_TRIGGER:
+		if (!*arg)
+			return cli_bad("--trigger needs a non-empty NAME");
+		if (o->n_triggers == CLI_MAX_TRIGGERS)
+			return cli_bad("at most %d --trigger flags", CLI_MAX_TRIGGERS);
+		o->triggers[o->n_triggers++] = (char *)arg;
+		/* Repeatable: only the first selects the mode. */
+		return o->n_triggers > 1 ? 0 :
+					   cli_set_mode(o, CLI_TRIGGER, mode_flag,
+							"--trigger");
 	}
 	return cli_bad("internal: unhandled option %d", c);
 }
@@ -160,6 +186,8 @@ static int cli_parse_args(int argc, char **argv, struct cli_opts *o)
 		{ "query-raw", no_argument, NULL, OPT_QUERY_RAW },
 		{ "clone", required_argument, NULL, OPT_CLONE },
 		{ "consumer-socket", required_argument, NULL, OPT_SOCKET },
+		{ "producer-socket", required_argument, NULL, OPT_PRODUCER_SOCKET },
+		{ "trigger", required_argument, NULL, OPT_TRIGGER },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -232,6 +260,11 @@ static int cli_check_args(const struct cli_opts *o)
 		return cli_bad("-o does not apply to this mode");
 	if (o->mode == CLI_CLONE && !o->out_path)
 		return cli_bad("--clone needs -o FILE");
+	if (o->mode == CLI_TRIGGER && (o->out_path || o->txt))
+		return cli_bad("-o and --txt do not apply to --trigger");
+	if (o->socket && o->mode == CLI_TRIGGER)
+		return cli_bad("--trigger uses the producer socket: give "
+			       "--producer-socket");
 	return 0;
 }
 
@@ -253,6 +286,8 @@ static int cli_run(const struct cli_opts *o, struct cli_conn *c,
 		return cli_query(o, c);
 	case CLI_CLONE:
 		return cli_clone(o, c);
+	case CLI_TRIGGER:
+		break; /* no consumer connection: see main */
 	}
 	return CLI_EXIT_FAIL;
 }
@@ -270,10 +305,22 @@ int main(int argc, char **argv)
 	rc = cli_check_args(&o);
 	if (rc)
 		return rc;
+	if (o.mode == CLI_TRIGGER)
+		return cli_trigger(&o, o.triggers, o.n_triggers);
 	if (o.mode == CLI_RECORD || o.mode == CLI_DETACH) {
 		rc = cli_load_config(&o, &cfg);
 		if (rc)
 			return rc;
+	}
+	if (cfg && cfg->n_activate_triggers) {
+		/* A trigger config starts no session (perfetto's rule). */
+		rc = o.mode == CLI_DETACH ?
+			     cli_bad("a config with activate_triggers starts no "
+				     "session: --detach does not apply") :
+			     cli_trigger(&o, cfg->activate_triggers,
+					 cfg->n_activate_triggers);
+		perfetto__protos__trace_config__free_unpacked(cfg, NULL);
+		return rc;
 	}
 	rc = cli_connect(&o, &c, namebuf, sizeof(namebuf));
 	if (!rc) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The spindle consumer CLI's shared declarations: parsed options, the
 // connection to the ConsumerPort, the trace output and its summary, and the
-// entry point of each mode (record, detach/attach, query, clone).
+// entry point of each mode (record, detach/attach, query, clone, trigger).
 #ifndef SPN_CMD_SPINDLE_CLI_H
 #define SPN_CMD_SPINDLE_CLI_H
 
@@ -27,6 +27,8 @@
 #define CLI_MAX_PACKET_BYTES (256u << 20)
 /* Time allowed to connect and for short calls (bind, Detach, Free...). */
 #define CLI_CALL_TIMEOUT_MS 10000
+/* Most --trigger flags one run takes. */
+#define CLI_MAX_TRIGGERS 64
 /* How long past duration_ms the CLI waits for the service to end the
  * session before it sends Flush and DisableTracing itself. */
 #define CLI_STOP_GRACE_MS 2000u
@@ -40,6 +42,7 @@ enum cli_mode {
 	CLI_QUERY,		/* service state as tables */
 	CLI_QUERY_RAW,		/* service state as text proto */
 	CLI_CLONE,		/* clone a session by id into -o */
+	CLI_TRIGGER,		/* activate triggers as a producer, exit */
 };
 
 /* Parsed command line. */
@@ -58,6 +61,9 @@ struct cli_opts {
 	bool stop;			/* --stop (with --attach) */
 	uint64_t clone_id;		/* --clone session id */
 	const char *socket;		/* --consumer-socket or NULL */
+	const char *producer_socket;	/* --producer-socket or NULL */
+	char *triggers[CLI_MAX_TRIGGERS]; /* --trigger names, in order */
+	size_t n_triggers;		/* entries in triggers */
 };
 
 /* An open ConsumerPort connection. */
@@ -119,7 +125,8 @@ const char *cli_human_bytes(uint64_t n, char *buf, size_t len);
 /* ---- spindle_config.c ---- */
 
 /* Builds the session's TraceConfig: from -c (text or binary) or the
- * simple-mode flags. Returns 0 and *out (free with
+ * simple-mode flags (a config with activate_triggers too: main then
+ * activates them instead of tracing). Returns 0 and *out (free with
  * perfetto__protos__trace_config__free_unpacked(*out, NULL)) or prints a
  * one-line error and returns CLI_EXIT_FAIL / CLI_EXIT_USAGE. */
 int cli_load_config(const struct cli_opts *o,
@@ -210,6 +217,13 @@ int cli_detach(const struct cli_opts *o, struct cli_conn *c,
 	       Perfetto__Protos__TraceConfig *cfg);
 int cli_attach(const struct cli_opts *o, struct cli_conn *c);
 int cli_is_detached(const struct cli_opts *o, struct cli_conn *c);
+
+/* ---- spindle_trigger.c ---- */
+
+/* Activates triggers `names` through the producer socket (--producer-socket,
+ * else PERFETTO_PRODUCER_SOCK_NAME, else Perfetto's default) and waits until
+ * the service processed them. Returns the exit status (errors printed). */
+int cli_trigger(const struct cli_opts *o, char *const *names, size_t n);
 
 /* ---- spindle_query.c ---- */
 

@@ -182,19 +182,7 @@ out:
 int cli_load_config(const struct cli_opts *o,
 		    Perfetto__Protos__TraceConfig **out)
 {
-	int rc;
-
 	*out = NULL;
-	rc = o->config_path ? cli_config_from_file(o, out) :
-			      cli_config_simple(o, out);
-	if (rc)
-		return rc;
-	if ((*out)->n_activate_triggers) {
-		fprintf(stderr, "spindle: activate_triggers configs are not "
-				"supported (they start no session)\n");
-		perfetto__protos__trace_config__free_unpacked(*out, NULL);
-		*out = NULL;
-		return CLI_EXIT_FAIL;
-	}
-	return 0;
+	return o->config_path ? cli_config_from_file(o, out) :
+				cli_config_simple(o, out);
 }

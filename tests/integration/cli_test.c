@@ -2,7 +2,8 @@
 // Tests of the spindle CLI: its value parsers in-process, its flag errors
 // (one line, exit status 2) by running the binary, and end-to-end runs of
 // the binary against an in-process spindled (1 and 2 lanes): simple mode,
-// text and binary configs, write_into_file, Ctrl-C, detach/attach.
+// text and binary configs, write_into_file, Ctrl-C, detach/attach, and
+// --trigger starting and stopping a session another run records.
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -348,6 +349,10 @@ static void test_bad_flags(void **state)
 		{ "--query", "track_event" }, { "--clone=3" },
 		{ "--is_detached=k", "-o", "x" }, { "-o", "x", "" },
 		{ "--attach=k", "-t", "1s" },
+		{ "--trigger" }, { "--trigger", "" }, { "--trigger", "a", "-o", "x" },
+		{ "--trigger", "a", "--query" }, { "--trigger", "a", "-t", "1s" },
+		{ "--trigger", "a", "--consumer-socket", "x" },
+		{ "--query", "--trigger", "a" }, { "--trigger", "a", "track_event" },
 	};
 	struct env *e = *state;
 	struct run r;
@@ -639,6 +644,172 @@ static void test_query(void **state)
 	}
 }
 
+/* ---- triggers ---- */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Sessions the service holds (QueryServiceState, sessions only). */
+static void on_qss_sessions(void *arg, struct ipc_client_reply *r)
+{
+	const Perfetto__Protos__QueryServiceStateResponse *resp = (const void *)r->msg;
+	size_t *n = arg;
+
+	if (r->status == 0 && resp->service_state)
+		*n += resp->service_state->n_tracing_sessions;
+}
+
+static size_t count_sessions(const struct env *e)
+{
+	Perfetto__Protos__QueryServiceStateRequest req =
+		PERFETTO__PROTOS__QUERY_SERVICE_STATE_REQUEST__INIT;
+	struct ipc_proxy *port;
+	struct ipc_sync *s;
+	size_t n = 0;
+
+	req.has_sessions_only = req.sessions_only = true;
+	assert_int_equal(ipc_sync_connect(e->csock, 5000, &s), 0);
+	assert_int_equal(ipc_sync_bind(s, &perfetto__protos__consumer_port__descriptor,
+				       &port, 5000),
+			 0);
+	assert_int_equal(ipc_sync_stream(s, port, "QueryServiceState", &req.base, -1,
+					  on_qss_sessions, &n, 5000),
+			 0);
+	ipc_sync_close(s);
+	return n;
+}
+
+/* Waits until the service holds n sessions. */
+static void wait_sessions(const struct env *e, size_t n)
+{
+	for (int i = 0; i < 1000 && count_sessions(e) != n; i++)
+		sleep_ms(5);
+	assert_int_equal(count_sessions(e), n);
+}
+
+/* The trigger packets of a trace: "name/producer" joined by spaces. */
+static void trace_triggers(const Perfetto__Protos__Trace *t, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; i < t->n_packet; i++) {
+		const Perfetto__Protos__TracePacket *p = t->packet[i];
+		size_t used = strlen(buf);
+
+		if (p->data_case != PERFETTO__PROTOS__TRACE_PACKET__DATA_TRIGGER)
+			continue;
+		snprintf(buf + used, len - used, "%s%s/%s", used ? " " : "",
+			 p->trigger->trigger_name, p->trigger->producer_name);
+	}
+}
+
+/*
+ * A recorder (`spindle -c cfg --txt -o out` in the background, its output
+ * files in a subdir) on a config waiting for a trigger; `spindle
+ * --trigger` then ends (STOP_TRACING) or starts (START_TRACING, the
+ * trigger's stop_delay_ms then being the duration) its session, long
+ * before the 20 s trigger timeout.
+ */
+static void run_triggered(struct env *e, const char *mode, char **trigger_argv,
+			  const char *expect)
+{
+	char cfg[160], bg[160], text[512], trig[256];
+	char *argv[] = { (char *)"spindle", (char *)"--consumer-socket", e->csock,
+			 (char *)"-c", cfg, (char *)"--txt", (char *)"-o", e->out, NULL };
+	Perfetto__Protos__Trace *t;
+	struct run r, rt;
+	uint64_t t0;
+	pid_t pid;
+
+	snprintf(cfg, sizeof(cfg), "%s/cfg.txt", e->dir);
+	snprintf(bg, sizeof(bg), "%s/bg", e->dir);
+	assert_int_equal(mkdir(bg, 0700), 0);
+	snprintf(text, sizeof(text),
+		 "buffers { size_kb: 1024 }\n"
+		 "data_sources { config { name: \"track_event\" } }\n"
+		 "trigger_config { trigger_mode: %s trigger_timeout_ms: 20000\n"
+		 "  triggers { name: \"cli_trig\" stop_delay_ms: 200 } }\n",
+		 mode);
+	write_text(cfg, text);
+	pid = spawn_cli(bg, argv);
+	wait_sessions(e, 1);
+	t0 = mono_ms();
+	collect(e->dir, &rt, wait_child(spawn_cli(e->dir, trigger_argv)));
+	if (rt.status)
+		fail_msg("--trigger: status %d: %s", rt.status, rt.err);
+	assert_int_equal(lines(rt.err), 1);
+	assert_non_null(strstr(rt.err, "triggers activated: "));
+	collect(bg, &r, wait_child(pid));
+	if (r.status)
+		fail_msg("recorder: status %d: %s", r.status, r.err);
+	assert_true(mono_ms() - t0 < 10000);
+	t = check_trace(e, &r);
+	trace_triggers(t, trig, sizeof(trig));
+	assert_string_equal(trig, expect);
+	perfetto__protos__trace__free_unpacked(t, NULL);
+	snprintf(text, sizeof(text), "%s/stdout.txt", bg);
+	unlink(text);
+	snprintf(text, sizeof(text), "%s/stderr.txt", bg);
+	unlink(text);
+	rmdir(bg);
+}
+
+static void test_trigger_stop(void **state)
+{
+	struct env *e = *state;
+	char *argv[] = { (char *)"spindle", (char *)"--producer-socket", e->psock,
+			 (char *)"--trigger", (char *)"cli_other", (char *)"--trigger",
+			 (char *)"cli_trig", NULL };
+
+	run_triggered(e, "STOP_TRACING", argv, "cli_trig/perfetto_cmd_producer");
+}
+
+/* The socket from PERFETTO_PRODUCER_SOCK_NAME, as Perfetto's tools do. */
+static void test_trigger_start_env(void **state)
+{
+	struct env *e = *state;
+	char *argv[] = { (char *)"spindle", (char *)"--trigger", (char *)"cli_trig", NULL };
+
+	setenv("PERFETTO_PRODUCER_SOCK_NAME", e->psock, 1);
+	run_triggered(e, "START_TRACING", argv, "cli_trig/perfetto_cmd_producer");
+	unsetenv("PERFETTO_PRODUCER_SOCK_NAME");
+}
+
+/* A -c config with activate_triggers does the same (no session, no -o). */
+static void test_trigger_config(void **state)
+{
+	struct env *e = *state;
+	char tcfg[160];
+	char *argv[] = { (char *)"spindle", (char *)"--producer-socket", e->psock,
+			 (char *)"-c", tcfg, (char *)"--txt", NULL };
+
+	snprintf(tcfg, sizeof(tcfg), "%s/cfg.pb", e->dir); /* removed by teardown */
+	write_text(tcfg, "activate_triggers: \"cli_trig\"\n");
+	run_triggered(e, "STOP_TRACING", argv, "cli_trig/perfetto_cmd_producer");
+}
+
+static void test_trigger_no_service(void **state)
+{
+	struct env *e = *state;
+	struct run r;
+
+	run_cli(e->dir, &r, "--producer-socket", e->psock, "--trigger", "x", NULL);
+	assert_int_equal(r.status, 1);
+	assert_int_equal(lines(r.err), 1);
+	assert_non_null(strstr(r.err, "cannot connect"));
+	assert_non_null(strstr(r.err, "producer socket"));
+	assert_non_null(strstr(r.err, e->psock));
+	/* A socket in a directory that does not exist. */
+	run_cli(e->dir, &r, "--producer-socket", "/nonexistent/dir/p.sock", "--trigger",
+		"x", NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "/nonexistent/dir/p.sock"));
+}
+
 #define E2E(fn) \
 	cmocka_unit_test_setup_teardown(fn, setup_lanes1, env_teardown), \
 	cmocka_unit_test_setup_teardown(fn, setup_lanes2, env_teardown)
@@ -662,6 +833,13 @@ int main(void)
 		E2E(test_ctrl_c),
 		E2E(test_detach_attach),
 		cmocka_unit_test_setup_teardown(test_query, setup_lanes1,
+						env_teardown),
+		E2E(test_trigger_stop),
+		cmocka_unit_test_setup_teardown(test_trigger_start_env, setup_lanes1,
+						env_teardown),
+		cmocka_unit_test_setup_teardown(test_trigger_config, setup_lanes2,
+						env_teardown),
+		cmocka_unit_test_setup_teardown(test_trigger_no_service, setup_nosvc,
 						env_teardown),
 	};
 	struct ipc_loop *probe;
