@@ -7,14 +7,23 @@
 // reader would (under rd.mu, so no read pass of the source runs meanwhile):
 // it first lets the reader index what the lanes published up to a
 // per-lane watermark (tb_reader_scan()), then copies every indexed, not yet
-// consumed chunk, sequence by sequence in chunk-id order, each under a pin
-// of its segment and the record's READING bit. A lane never waits for
-// that: a re-commit or patch of a record we hold is relocated (copy on
-// write), and a segment we pin that the ring wants is condemned, not
-// waited for. A record found relocated (DEAD) is followed along its fwd
-// chain to the newest copy, so a chunk rewritten after the watermark is not
-// lost. Records published after the watermark are left out whole; since a
-// lane publishes in commit order, the copy holds a prefix of each sequence.
+// consumed chunk, sequence by sequence, each under a pin of its segment
+// and the record's READING bit. A lane never waits for that: a re-commit
+// or patch of a record we hold is relocated (copy on write), and a segment
+// we pin that the ring wants is condemned, not waited for. A record found
+// relocated (DEAD) is followed along its fwd chain to the newest copy, so a
+// chunk rewritten after the watermark is not lost. Records published after
+// the watermark are left out whole; since a lane publishes in commit order,
+// the copy holds a prefix of each sequence, less what the ring evicted
+// while we copied (the copy's reader marks each such gap as a loss).
+//
+// Newest first. Within a sequence the chunks are copied from the newest
+// down. A ring buffer recycles its oldest segments first, so a copy that
+// started with the oldest would race the lanes at the very point they
+// overwrite, and a copy slower than a lane writing flat out (a worker at
+// SCHED_IDLE is) would lose everything; newest first, it keeps all it
+// reaches before the lanes come round, and loses only the oldest part. The
+// copy's reader is built for that order (tb_cref_add's front insertion).
 //
 // The source's read progress is carried over by leaving out what it already
 // returned: whole chunks it consumed are not in its index any more, and the
@@ -155,7 +164,8 @@ static int tbc_copy_rec(struct svc_tbuf *copy, const struct tb_rec *r,
 	return 0;
 }
 
-/* Copies every chunk the source's reader has indexed and not consumed. */
+/* Copies every chunk the source's reader has indexed and not consumed,
+ * each sequence newest first (see the top of the file). */
 static int tbc_copy_all(struct svc_tbuf *b, struct svc_tbuf *copy)
 {
 	struct tb_reader *rd = &b->rd;
@@ -163,7 +173,7 @@ static int tbc_copy_all(struct svc_tbuf *b, struct svc_tbuf *copy)
 	for (uint32_t i = 0; i < rd->nseqs; i++) {
 		struct tb_rseq *s = rd->seqs[i];
 
-		for (uint32_t j = s->head; j < s->n; j++) {
+		for (uint32_t j = s->n; j-- > s->head;) {
 			const struct tb_cref *c = &s->v[j];
 			struct tb_rec *r;
 			uint32_t seg, m;

@@ -177,6 +177,30 @@ static int tb_cref_reserve(struct tb_rseq *s)
 	return 0;
 }
 
+/* Room for one chunk reference before the first live one, for a reader
+ * fed newest first (a clone's copy, tbuf_clone.c): the live ones move back
+ * by as many as there are (at least 16), so each insertion at the front is
+ * O(1) amortised. 0 or -ENOMEM. */
+static int tb_cref_reserve_front(struct tb_rseq *s)
+{
+	uint32_t live = s->n - s->head, room = live > 16 ? live : 16;
+	struct tb_cref *v = s->v;
+
+	if (s->head > 0)
+		return 0;
+	if (s->cap < live + room) {
+		v = svc_mem_realloc(s->v, (live + room) * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = live + room;
+	}
+	memmove(&v[room], v, live * sizeof(*v));
+	s->head = room;
+	s->n = room + live;
+	return 0;
+}
+
 static uint64_t tb_rec_key(const struct tb_rec *r)
 {
 	return ((uint64_t)r->producer_id << 48) |
@@ -256,6 +280,16 @@ static int tb_cref_add(struct svc_tbuf *b, struct tb_rec *r, uint32_t seg,
 		if (id != s->last_id || s->last_virtual)
 			tb_count(&rd->ctr, TB_C_DROPPED_LATE, 1);
 		tb_rec_mark_read(b, r);
+		return 0;
+	}
+	if (s->n > s->head && tb_id_after(s->v[s->head].chunk_id, id)) {
+		/* Before every live one: the front, without a scan. */
+		if (tb_cref_reserve_front(s) < 0)
+			return -ENOMEM;
+		s->v[--s->head] = (struct tb_cref){
+			.chunk_id = id, .seg = seg, .gen = gen, .off = off,
+			.serial = r->serial,
+		};
 		return 0;
 	}
 	if (tb_cref_reserve(s) < 0)
