@@ -448,6 +448,7 @@ unsigned th_prod_write(struct th_prod *p, uint16_t writer,
 	uint32_t csize = p->smb.chunk_size[layout];
 	unsigned written = 0, nmv = 0;
 	uint8_t pkt[4096];
+	int rc;
 
 	for (uint32_t pg = page0; pg < page0 + pages && written < n; pg++) {
 		spn_smb_try_partition(&p->smb, pg, layout);
@@ -476,8 +477,13 @@ unsigned th_prod_write(struct th_prod *p, uint16_t writer,
 				cnt++;
 			}
 			spn_smb_chunk_set_packets(h, spn_smb_packets(cnt, 0));
-			/* Fails only when a test scribbles over the SMB. */
-			if (spn_smb_try_complete(&p->smb, pg, layout, ch) != 0)
+			/* -EAGAIN: the service changed another chunk of the
+			 * page meanwhile (a free), retry. Anything else only
+			 * when a test scribbles over the SMB. */
+			while ((rc = spn_smb_try_complete(&p->smb, pg, layout,
+							  ch)) == -EAGAIN)
+				;
+			if (rc != 0)
 				continue;
 			perfetto__protos__commit_data_request__chunks_to_move__init(
 				&mv[nmv]);
