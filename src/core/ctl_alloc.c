@@ -1,17 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // The control plane's worker threads (--control N: thread 0 owns the
-// sessions, threads 1..N-1 work for it) and the job they do: allocating a
+// sessions, threads 1..N-1 work for it), the hand-off of a piece of work
+// to one of them (ctl_work_submit), and the main such work: allocating a
 // session's trace buffers (mmap and prefault, which for a 1 GiB buffer
-// takes long enough to stall everything else thread 0 serves).
+// takes long enough to stall everything else thread 0 serves). CloneSession
+// hands its buffer copies over the same way (ctl_clone.c).
 //
-// Hand-off argument. Thread 0 assigns the BufferIDs, posts a job holding
-// only plain sizes and policies to a worker, and marks the session as
-// allocating. The worker creates the buffers and posts the job back; the
-// post ring orders the worker's writes before thread 0 reads them (the
-// ring's enqueue/dequeue pair is a release/acquire). Thread 0 then adopts
-// the buffers if the session is still waiting for them, and otherwise
-// destroys them and frees their ids: a session can end, or be disabled,
-// while its buffers are being made.
+// Hand-off argument. Thread 0 prepares a job holding only what the worker
+// needs (here: BufferIDs it assigned, plain sizes and policies), posts it
+// to a worker and stops touching it. The worker does the work and posts the
+// job back; each post ring orders the writes before it with the reads
+// after it (the ring's enqueue/dequeue pair is a release/acquire). Thread 0
+// then adopts the result if it is still wanted: for buffers, if the
+// session still waits for them, and otherwise destroys them and frees
+// their ids (a session can end, or be disabled, while they are made).
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -43,6 +45,63 @@ static void alloc_job_free(struct alloc_job *j)
 	free(j);
 }
 
+/* --- handing work to a worker --- */
+
+/* One piece of work on its way to a worker and back. */
+struct ctl_work {
+	struct ctl *ctl;	/* the control plane */
+	ctl_work_fn run;	/* on the worker */
+	ctl_work_fn done;	/* then on thread 0 */
+	ctl_work_fn lost;	/* on the worker if thread 0 cannot take it back */
+	void *arg;		/* theirs */
+};
+
+static void work_back_on_ctl(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct ctl_work *w = arg;
+	(void)loop;
+	(void)u;
+
+	w->done(w->ctl, w->arg);
+	free(w);
+}
+
+static void work_on_worker(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct ctl_work *w = arg;
+	(void)loop;
+	(void)u;
+
+	w->run(w->ctl, w->arg);
+	if (ipc_loop_post_wait(w->ctl->loop, work_back_on_ctl, w, 0,
+			       SVC_WAIT_POST_MS) < 0) {
+		/* Thread 0 is gone or wedged: nobody will take it back. */
+		spn_log_error("ctl", "result of a control worker lost");
+		w->lost(w->ctl, w->arg);
+		free(w);
+	}
+}
+
+void ctl_work_submit(struct ctl *ctl, uint64_t key, ctl_work_fn run,
+		     ctl_work_fn done, ctl_work_fn lost, void *arg)
+{
+	struct ctl_work *w = ctl->nworkers ? malloc(sizeof(*w)) : NULL;
+
+	if (w) {
+		*w = (struct ctl_work){ ctl, run, done, lost, arg };
+		if (ipc_loop_post_wait(ctl->workers[key % ctl->nworkers],
+				       work_on_worker, w, 0,
+				       SVC_WAIT_POST_MS) == 0)
+			return;
+		free(w);
+	}
+	/* No worker (--control 1), or none reachable: do it here. */
+	run(ctl, arg);
+	done(ctl, arg);
+}
+
+/* --- buffer allocation --- */
+
 /* Frees the buffers and ids of a job whose session no longer wants them. */
 static void alloc_job_discard(struct alloc_job *j)
 {
@@ -54,11 +113,13 @@ static void alloc_job_discard(struct alloc_job *j)
 }
 
 /* Any thread: makes the buffers (a worker, or thread 0 without workers). */
-static void alloc_job_run(struct alloc_job *j)
+static void alloc_job_run(struct ctl *ctl, void *arg)
 {
+	struct alloc_job *j = arg;
+
 	for (unsigned i = 0; i < j->n && j->rc == 0; i++)
 		j->rc = svc_tbuf_create(j->sizes[i], j->pol[i],
-					j->ctl->svc->opts.lanes,
+					ctl->svc->opts.lanes,
 					SVC_TBUF_PREFAULT, &j->tbs[i]);
 	if (j->rc < 0)
 		for (unsigned i = 0; i < j->n; i++) {
@@ -68,9 +129,9 @@ static void alloc_job_run(struct alloc_job *j)
 }
 
 /* Thread 0: the buffers are made (or failed). */
-static void alloc_job_done(struct alloc_job *j)
+static void alloc_job_done(struct ctl *ctl, void *arg)
 {
-	struct ctl *ctl = j->ctl;
+	struct alloc_job *j = arg;
 	struct ctl_session *s = NULL;
 
 	for (struct ctl_session *o = ctl->sessions; o; o = o->next)
@@ -116,28 +177,24 @@ static void alloc_job_done(struct alloc_job *j)
 	ctl_enable_finish(ctl, s);
 }
 
-static void alloc_back_on_ctl(struct ipc_loop *loop, void *arg, uint64_t u)
-{
-	(void)loop;
-	(void)u;
-	alloc_job_done(arg);
-}
-
-static void alloc_on_worker(struct ipc_loop *loop, void *arg, uint64_t u)
+/* Worker: thread 0 cannot take the buffers back. */
+static void alloc_job_lost(struct ctl *ctl, void *arg)
 {
 	struct alloc_job *j = arg;
-	(void)loop;
-	(void)u;
+	(void)ctl;
 
-	alloc_job_run(j);
-	if (ipc_loop_post_wait(j->ctl->loop, alloc_back_on_ctl, j, 0,
-			       SVC_WAIT_POST_MS) < 0) {
-		/* Thread 0 is gone or wedged: nobody will adopt them. */
-		spn_log_error("ctl", "buffer allocation result lost");
-		for (unsigned i = 0; i < j->n; i++)
-			svc_tbuf_destroy(j->tbs[i]);
-		alloc_job_free(j);
-	}
+	for (unsigned i = 0; i < j->n; i++)
+		svc_tbuf_destroy(j->tbs[i]);
+	alloc_job_free(j);
+}
+
+enum svc_tbuf_policy ctl_buffer_policy(
+	const Perfetto__Protos__TraceConfig__BufferConfig *bc)
+{
+	return bc->fill_policy ==
+			       PERFETTO__PROTOS__TRACE_CONFIG__BUFFER_CONFIG__FILL_POLICY__DISCARD
+		       ? SVC_TBUF_DISCARD
+		       : SVC_TBUF_RING;
 }
 
 int ctl_alloc_buffers(struct ctl *ctl, struct ctl_session *s, char *err,
@@ -170,18 +227,10 @@ int ctl_alloc_buffers(struct ctl *ctl, struct ctl_session *s, char *err,
 		return rc;
 	}
 	for (unsigned i = 0; i < n; i++)
-		j->pol[i] = s->cfg->buffers[i]->fill_policy ==
-					    PERFETTO__PROTOS__TRACE_CONFIG__BUFFER_CONFIG__FILL_POLICY__DISCARD
-				    ? SVC_TBUF_DISCARD
-				    : SVC_TBUF_RING;
+		j->pol[i] = ctl_buffer_policy(s->cfg->buffers[i]);
 	s->allocating = true;
-	if (ctl->nworkers &&
-	    ipc_loop_post_wait(ctl->workers[s->id % ctl->nworkers],
-			       alloc_on_worker, j, 0, SVC_WAIT_POST_MS) == 0)
-		return 0;
-	/* No worker (--control 1), or none reachable: do it here. */
-	alloc_job_run(j);
-	alloc_job_done(j);
+	ctl_work_submit(ctl, s->id, alloc_job_run, alloc_job_done,
+			alloc_job_lost, j);
 	return 0;
 }
 

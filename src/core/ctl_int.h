@@ -224,7 +224,22 @@ void ctl_flush_then(struct ctl *ctl, struct ctl_session *s, uint64_t flags,
 /* svc_pkts_stats_fn for session ctx: the session's TraceStats. */
 int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts);
 
-/* ctl_alloc.c: buffers made on a control worker thread */
+/* ctl_alloc.c: control worker threads, and buffers made on them */
+/* A function of a piece of work handed to a worker (ctl_work_submit). */
+typedef void (*ctl_work_fn)(struct ctl *ctl, void *arg);
+/*
+ * Thread 0: runs run(arg) on control worker (key % workers), then done(arg)
+ * back on thread 0; lost(arg) instead of done, on the worker, if thread 0
+ * cannot be reached (shutdown wedged): it frees what arg holds. Without
+ * workers (--control 1), or if none is reachable, run and done are called
+ * here before this returns. What arg refers to belongs to the worker from
+ * the call until done starts (the post rings order the hand-offs).
+ */
+void ctl_work_submit(struct ctl *ctl, uint64_t key, ctl_work_fn run,
+		     ctl_work_fn done, ctl_work_fn lost, void *arg);
+/* The fill policy of a BufferConfig. */
+enum svc_tbuf_policy ctl_buffer_policy(
+	const Perfetto__Protos__TraceConfig__BufferConfig *bc);
 int ctl_alloc_buffers(struct ctl *ctl, struct ctl_session *s, char *err,
 		      size_t errlen);
 int ctl_workers_start(struct ctl *ctl, unsigned n);
