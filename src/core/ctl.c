@@ -89,6 +89,13 @@ static void ctl_buf_free(struct ctl *ctl, struct svc_buf *b)
 	free(b);
 }
 
+void ctl_buf_put(struct ctl *ctl, struct svc_buf *b)
+{
+	/* acq_rel: as in svc_buf_unref. */
+	if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+		ctl_buf_free(ctl, b);
+}
+
 /* --- producers --- */
 
 struct ctl_producer *ctl_producer_find(struct ctl *ctl, uint16_t id)
@@ -554,6 +561,9 @@ static void ctl_dispatch(struct ipc_loop *loop, void *arg, uint64_t u64)
 	case CTL_SCRAPED:
 		ctl_sessions_on_scraped(ctl, m->u64);
 		break;
+	case CTL_BUF_RETARGETED:
+		ctl_clone_on_retargeted(ctl, m->u64);
+		break;
 	}
 	ctl_msg_free(m);
 	if (ctl->shutting_down)
@@ -653,6 +663,7 @@ static void ctl_do_detach_lanes(struct ipc_loop *loop, void *arg, uint64_t u)
 	}
 	for (struct ctl_producer *p = ctl->producers; p; p = p->next)
 		p->async_open = false;
+	ctl_clone_lanes_gone(ctl);
 	/* Release: pairs with the acquire load in ctl_detach_lanes. */
 	atomic_store_explicit(&ctl->lanes_detached, true, memory_order_release);
 }
@@ -700,5 +711,6 @@ void ctl_destroy(struct ctl *ctl)
 		free(ctl->trig_hist[i].name);
 	free(ctl->trig_hist);
 	ctl_observe_destroy(ctl);
+	ctl_clone_destroy(ctl);
 	free(ctl);
 }

@@ -138,6 +138,8 @@ struct ctl_session {
 	int file_fd;		/* write_into_file target, or -1 */
 	uint64_t file_bytes;	/* bytes written to it */
 	uint64_t max_file_bytes; /* 0: unlimited */
+	unsigned file_holds;	/* clones copying the file: drains wait */
+	bool file_final_due;	/* DISABLED while held: final drain pending */
 	struct svc_seqids *seqids; /* trusted_packet_sequence_id assignment */
 	struct svc_pkts pkts;	/* the service's own packets */
 	uint64_t periodic_timer; /* snapshot task */
@@ -198,6 +200,9 @@ void ctl_send_flush(struct ctl *ctl, struct ctl_producer *p,
 void ctl_send_stop(struct ctl *ctl, struct ctl_producer *p, uint64_t inst);
 int ctl_producer_smb(struct ctl *ctl, struct ctl_producer *p,
 		     const Perfetto__Protos__TraceConfig *cfg);
+/* Drops a reference to b held by thread 0; the last one frees b here and
+ * now (svc_buf_unref would post that to this same thread). */
+void ctl_buf_put(struct ctl *ctl, struct svc_buf *b);
 
 /* ctl_session.c */
 void ctl_consumer_call(struct ctl *ctl, struct ctl_msg *m);
@@ -217,10 +222,24 @@ void ctl_sessions_shutdown(struct ctl *ctl);
 /* The session attached to consumer connection (lane, conn_id), or NULL. */
 struct ctl_session *ctl_session_of(struct ctl *ctl, unsigned lane,
 				   uint64_t conn_id);
-/* Flushes s with these FlushFlags (producer-port.md §6.3) and calls done
- * when the flush ends (possibly before returning). */
+/* Flushes s with these FlushFlags (producer-port.md §6.3), only the data
+ * sources writing into the buffers only[0..nonly) (all when only is NULL),
+ * and calls done when the flush ends (possibly before returning). */
 void ctl_flush_then(struct ctl *ctl, struct ctl_session *s, uint64_t flags,
+		    const uint16_t *only, unsigned nonly,
 		    ctl_flush_done_fn done, void *arg);
+/* write_into_file: drains s into its file now (ctl_write_file); on a
+ * failed write or at max_file_size_bytes disables s (which may free it:
+ * look it up again). Returns ctl_write_file's result. */
+int ctl_file_drain(struct ctl *ctl, struct ctl_session *s);
+/* A clone copies s's file: until the matching release, periodic drains
+ * are skipped and the final drain of a disable waits (and so does freeing
+ * a session without consumer), so the file does not grow under the copy
+ * and no data leaves the buffers for it meanwhile. */
+void ctl_file_hold(struct ctl_session *s);
+/* Ends a hold; the last one runs a final drain that waited (and frees s
+ * then if nobody is attached: look it up again). */
+void ctl_file_release(struct ctl *ctl, struct ctl_session *s);
 /* svc_pkts_stats_fn for session ctx: the session's TraceStats. */
 int ctl_fill_stats_cb(void *ctx, struct svc_trace_stats *ts);
 
@@ -302,5 +321,11 @@ void ctl_clone_session(struct ctl *ctl, struct ctl_session *cur,
 /* The consumer connection (lane, conn_id) is gone: its pending clones
  * complete without a reply and without a session. */
 void ctl_clone_conn_gone(struct ctl *ctl, unsigned lane, uint64_t conn_id);
+/* A lane applied the retarget posted with this token (CTL_BUF_RETARGETED). */
+void ctl_clone_on_retargeted(struct ctl *ctl, uint64_t token);
+/* The lanes are going: no clone reply may be sent through them any more. */
+void ctl_clone_lanes_gone(struct ctl *ctl);
+/* ctl_destroy: frees the clones still pending (the threads are stopped). */
+void ctl_clone_destroy(struct ctl *ctl);
 
 #endif

@@ -88,10 +88,10 @@ static void rb_packets(struct rb_writer *w, const uint8_t *d, size_t len)
 /* A session that must return nothing (consumer-port.md §4). */
 static bool ctl_read_blocked(const struct ctl_session *s)
 {
-	/* A clone is read whatever its triggers (CloneSession refuses
-	 * write_into_file sources). */
+	/* A clone is read whatever its triggers, unless it was written
+	 * whole into the caller's file (its source wrote into a file). */
 	if (s->state == SVC_SESSION_CLONED_READ_ONLY)
-		return false;
+		return s->cfg->write_into_file;
 	if (s->cfg->write_into_file)
 		return true; /* even once its file is closed */
 	if (s->cfg->trigger_config && s->cfg->trigger_config->n_triggers &&

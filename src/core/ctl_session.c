@@ -380,6 +380,9 @@ static void ctl_session_free(struct ctl *ctl, struct ctl_session *s)
 		}
 	}
 	ctl_reply_disabled(s);
+	/* The final drain a clone held back (ctl_file_hold) is still due. */
+	if (s->file_final_due && s->file_fd >= 0)
+		ctl_write_file(ctl, s);
 	ctl_revoke_all(ctl, s);
 	for (unsigned i = 0; i < s->nbufs; i++)
 		if (s->bufs[i])
@@ -392,6 +395,18 @@ static void ctl_session_free(struct ctl *ctl, struct ctl_session *s)
 		ctl_session_release(ctl->loop, s);
 }
 
+/* The final drain of a write_into_file session, then its file closes. */
+static void ctl_file_final(struct ctl *ctl, struct ctl_session *s)
+{
+	s->file_final_due = false;
+	if (s->file_fd < 0)
+		return;
+	ctl_write_file(ctl, s); /* closes the file itself when full */
+	if (s->file_fd >= 0)
+		close(s->file_fd);
+	s->file_fd = -1;
+}
+
 /* The session reached DISABLED: final file write, then the reply. */
 static void ctl_disabled(struct ctl *ctl, struct ctl_session *s)
 {
@@ -402,18 +417,32 @@ static void ctl_disabled(struct ctl *ctl, struct ctl_session *s)
 	ctl_timer_cancel(ctl, &s->clear_timer);
 	s->state = SVC_SESSION_DISABLED;
 	svc_pkts_record_event(&s->pkts, SVC_EV_TRACING_DISABLED, 0);
-	if (s->file_fd >= 0) {
-		ctl_write_file(ctl, s); /* closes the file itself when full */
-		if (s->file_fd >= 0)
-			close(s->file_fd);
-		s->file_fd = -1;
-	}
+	/* A clone copying the session's file holds the drain back: it runs
+	 * when the clone lets go (ctl_file_release). */
+	if (s->file_fd >= 0 && s->file_holds)
+		s->file_final_due = true;
+	else
+		ctl_file_final(ctl, s);
 	spn_log_info("ctl", "session %llu disabled",
 		     (unsigned long long)s->id);
 	ctl_reply_disabled(s);
 	/* No consumer (it left, or the session is detached): nobody can read
-	 * it any more, so it goes now (consumer-port.md §6); a file session
-	 * got its final drain above. */
+	 * it any more, so it goes now (consumer-port.md §6), once a file
+	 * session got its final drain. */
+	if (s->conn_id == 0 && !s->file_final_due)
+		ctl_session_free(ctl, s);
+}
+
+void ctl_file_hold(struct ctl_session *s)
+{
+	s->file_holds++;
+}
+
+void ctl_file_release(struct ctl *ctl, struct ctl_session *s)
+{
+	if (--s->file_holds || !s->file_final_due)
+		return;
+	ctl_file_final(ctl, s);
 	if (s->conn_id == 0)
 		ctl_session_free(ctl, s);
 }
@@ -619,14 +648,25 @@ static void ctl_flush_timeout(struct ipc_loop *loop, void *arg)
 		}
 }
 
+/* Whether id is one of ids[0..n), or ids is NULL (every buffer). */
+static bool ctl_buf_in(uint16_t id, const uint16_t *ids, unsigned n)
+{
+	for (unsigned i = 0; ids && i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return !ids;
+}
+
 /*
  * Flushes the session: one flush command per producer with flushable
- * instances; completes when all acked or after timeout_ms.
+ * instances (those writing into the buffers `only` lists, or all when it
+ * is NULL); completes when all acked or after timeout_ms.
  */
 static void ctl_flush_ex(struct ctl *ctl, struct ctl_session *s,
 			 uint32_t timeout_ms, uint64_t flags,
 			 struct ipc_reply *reply, bool then_disable,
-			 ctl_flush_done_fn done, void *done_arg)
+			 ctl_flush_done_fn done, void *done_arg,
+			 const uint16_t *only, unsigned nonly)
 {
 	struct ctl_flush *f = calloc(1, sizeof(*f));
 	uint64_t *ids = calloc(s->ninst ? s->ninst : 1, sizeof(*ids));
@@ -660,7 +700,8 @@ static void ctl_flush_ex(struct ctl *ctl, struct ctl_session *s,
 		for (unsigned i = 0; i < s->ninst; i++)
 			if (s->inst[i].producer_id == p->id &&
 			    !s->inst[i].no_flush &&
-			    s->inst[i].state != INST_STOPPED)
+			    s->inst[i].state != INST_STOPPED &&
+			    ctl_buf_in(s->inst[i].buffer_id, only, nonly))
 				ids[n++] = s->inst[i].id;
 		if (!n)
 			continue;
@@ -687,13 +728,14 @@ static void ctl_flush(struct ctl *ctl, struct ctl_session *s,
 		      struct ipc_reply *reply, bool then_disable)
 {
 	ctl_flush_ex(ctl, s, timeout_ms, flags, reply, then_disable, NULL,
-		     NULL);
+		     NULL, NULL, 0);
 }
 
 void ctl_flush_then(struct ctl *ctl, struct ctl_session *s, uint64_t flags,
+		    const uint16_t *only, unsigned nonly,
 		    ctl_flush_done_fn done, void *arg)
 {
-	ctl_flush_ex(ctl, s, 0, flags, NULL, false, done, arg);
+	ctl_flush_ex(ctl, s, 0, flags, NULL, false, done, arg, only, nonly);
 }
 
 void ctl_sessions_on_flush_ack(struct ctl *ctl, uint16_t id, uint64_t fid)
@@ -851,15 +893,23 @@ static void ctl_file_tick(struct ipc_loop *loop, void *arg)
 	s->file_timer = 0;
 	if (s->dead || s->file_fd < 0)
 		return;
-	/* A failed write, or max_file_size_bytes reached: stop. */
-	if (ctl_write_file(s->ctl, s) != 0) {
-		ctl_disable(s->ctl, s);
+	/* While a clone copies the file, its drains wait (ctl_file_hold). */
+	if (!s->file_holds && ctl_file_drain(s->ctl, s) != 0)
 		return;
-	}
 	if (period < CTL_MIN_FILE_PERIOD_MS)
 		period = CTL_MIN_FILE_PERIOD_MS;
 	ipc_loop_timer_add(s->ctl->loop, period, ctl_file_tick, s,
 			   &s->file_timer);
+}
+
+int ctl_file_drain(struct ctl *ctl, struct ctl_session *s)
+{
+	int rc = ctl_write_file(ctl, s);
+
+	/* A failed write, or max_file_size_bytes reached: stop. */
+	if (rc != 0)
+		ctl_disable(ctl, s);
+	return rc;
 }
 
 static void ctl_trigger_timeout(struct ipc_loop *loop, void *arg)

@@ -72,11 +72,13 @@ void svc_producer_on_connect(struct svc *svc, struct ipc_conn *c)
 	ipc_conn_set_send_timeout(c, SVC_PRODUCER_SEND_TIMEOUT_MS);
 }
 
-static struct svc_buf *pp_allowed(struct svc_producer *p, uint32_t buffer_id)
+/* The storage producer p writes into for buffer_id, or NULL if it may not
+ * write there. */
+static struct svc_tbuf *pp_allowed(struct svc_producer *p, uint32_t buffer_id)
 {
 	for (unsigned i = 0; i < p->nallow; i++)
 		if (p->allow[i].buffer_id == buffer_id)
-			return p->allow[i].buf;
+			return p->allow[i].tb;
 	return NULL;
 }
 
@@ -93,7 +95,7 @@ static void pp_scrape(struct svc_producer *p)
 		     chunk++) {
 			struct smb_chunk_info info;
 			struct svc_tbuf_chunk tc;
-			struct svc_buf *b;
+			struct svc_tbuf *tb;
 			int rc = smb_chunk_scrape_copy(smb, page, chunk,
 						       p->lane->scratch,
 						       SVC_CHUNK_SCRATCH, &info);
@@ -102,8 +104,8 @@ static void pp_scrape(struct svc_producer *p)
 				continue;
 			if (info.nfrags == 0 || info.writer_id == 0)
 				continue;
-			b = pp_allowed(p, p->writer_buf[info.writer_id]);
-			if (!b)
+			tb = pp_allowed(p, p->writer_buf[info.writer_id]);
+			if (!tb)
 				continue;
 			tc = (struct svc_tbuf_chunk){
 				.producer_id = p->id,
@@ -126,7 +128,7 @@ static void pp_scrape(struct svc_producer *p)
 					   SPN_SMB_CHUNK_HEADER_SIZE,
 				.len = info.size - SPN_SMB_CHUNK_HEADER_SIZE,
 			};
-			svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
+			svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
 		}
 	}
 }
@@ -417,7 +419,7 @@ static void pp_abi_violation(struct svc_producer *p, const char *why)
 
 /* Stores the well-formed leading fragments of a chunk whose rest is bad
  * (payload: the validated copy). */
-static void pp_store_prefix(struct svc_producer *p, struct svc_buf *b,
+static void pp_store_prefix(struct svc_producer *p, struct svc_tbuf *tb,
 			    const struct smb_chunk_info *info,
 			    const uint8_t *payload)
 {
@@ -435,7 +437,7 @@ static void pp_store_prefix(struct svc_producer *p, struct svc_buf *b,
 		.len = info->used,
 	};
 
-	svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
+	svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
 }
 
 /*
@@ -452,7 +454,7 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 	struct smb_chunk_info info;
 	struct smb_chunk_taken t;
 	struct svc_tbuf_chunk tc;
-	struct svc_buf *b;
+	struct svc_tbuf *tb;
 	uint8_t *dst = NULL;
 	size_t cap;
 	int rc = -EAGAIN;
@@ -467,10 +469,10 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 					   &t, &info);
 	if (rc != 0)
 		return; /* not a Complete chunk of this SMB: ignored */
-	b = pp_allowed(p, mv->target_buffer);
+	tb = pp_allowed(p, mv->target_buffer);
 	cap = t.size - SPN_SMB_CHUNK_HEADER_SIZE;
-	if (b)
-		dst = svc_tbuf_lane_stage(b->tb, p->lane->idx, (uint32_t)cap);
+	if (tb)
+		dst = svc_tbuf_lane_stage(tb, p->lane->idx, (uint32_t)cap);
 	if (!dst) {
 		dst = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
 		cap = SVC_CHUNK_SCRATCH - SPN_SMB_CHUNK_HEADER_SIZE;
@@ -481,13 +483,13 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 		/* DESIGN.md §4: a producer that breaks the ABI is cut off;
 		 * only the well-formed fragments before the fault are kept,
 		 * so its damage stays inside its own sequence. */
-		if (info.end == SMB_CHUNK_BAD_FRAGMENT && info.nfrags && b)
-			pp_store_prefix(p, b, &info, dst);
+		if (info.end == SMB_CHUNK_BAD_FRAGMENT && info.nfrags && tb)
+			pp_store_prefix(p, tb, &info, dst);
 		pp_discard(svc);
 		pp_abi_violation(p, info.why ? info.why : "chunk too large");
 		return;
 	}
-	if (!b || (p->writer_buf && p->writer_buf[info.writer_id] &&
+	if (!tb || (p->writer_buf && p->writer_buf[info.writer_id] &&
 		   p->writer_buf[info.writer_id] != mv->target_buffer)) {
 		pp_discard(svc);
 		return;
@@ -504,7 +506,7 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 		.payload = dst,
 		.len = info.size - SPN_SMB_CHUNK_HEADER_SIZE,
 	};
-	svc_tbuf_lane_commit(b->tb, p->lane->idx, &tc);
+	svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
 }
 
 /* Applies one ChunkToPatch entry (§5.1 step 3). */
@@ -512,10 +514,10 @@ static void pp_patch(struct svc *svc, struct svc_producer *p,
 		     const Perfetto__Protos__CommitDataRequest__ChunkToPatch *cp)
 {
 	struct svc_tbuf_patch patches[64];
-	struct svc_buf *b = pp_allowed(p, cp->target_buffer);
+	struct svc_tbuf *tb = pp_allowed(p, cp->target_buffer);
 	size_t n = 0;
 
-	if (!b || cp->writer_id == 0 || cp->writer_id > SPN_SMB_MAX_WRITER_ID ||
+	if (!tb || cp->writer_id == 0 || cp->writer_id > SPN_SMB_MAX_WRITER_ID ||
 	    cp->n_patches > SVC_TBUF_MAX_PATCHES) {
 		atomic_fetch_add_explicit(&svc->cnt.patches_discarded,
 					  cp->n_patches ? cp->n_patches : 1,
@@ -537,7 +539,7 @@ static void pp_patch(struct svc *svc, struct svc_producer *p,
 		}
 		/* Batches of 64; has_more holds the chunk until the last. */
 		if (n == 64 || (last && n)) {
-			svc_tbuf_lane_patch(b->tb, p->lane->idx, p->id,
+			svc_tbuf_lane_patch(tb, p->lane->idx, p->id,
 					    (uint16_t)cp->writer_id, cp->chunk_id,
 					    patches, n,
 					    last ? cp->has_more_patches : true);
@@ -579,10 +581,12 @@ static void pp_commit(struct ipc_request *req, const ProtobufCMessage *a,
 struct lane_job {
 	struct svc *svc;	/* the service */
 	uint16_t id;		/* producer */
-	uint16_t buffer_id;	/* REVOKE */
+	uint16_t buffer_id;	/* REVOKE, RETARGET */
 	struct smb_shm *shm;	/* SMB */
 	struct svc_buf *buf;	/* ALLOW */
+	struct svc_tbuf *tb;	/* ALLOW, RETARGET: the storage to write into */
 	uint64_t token;		/* SCRAPE */
+	struct ctl_msg *ack;	/* RETARGET: posted back when applied */
 };
 
 static struct svc_producer *lane_job_producer(struct ipc_loop *loop,
@@ -631,7 +635,7 @@ static void lane_do_allow(struct ipc_loop *loop, void *arg, uint64_t u)
 		p->allow = v;
 		p->cap_allow = cap;
 	}
-	p->allow[p->nallow++] = (struct svc_allow){ j->buf->id, j->buf };
+	p->allow[p->nallow++] = (struct svc_allow){ j->buf->id, j->buf, j->tb };
 	free(j);
 }
 
@@ -648,6 +652,21 @@ static void lane_do_revoke(struct ipc_loop *loop, void *arg, uint64_t u)
 		p->allow[i] = p->allow[--p->nallow];
 		break;
 	}
+	free(j);
+}
+
+static void lane_do_retarget(struct ipc_loop *loop, void *arg, uint64_t u)
+{
+	struct lane_job *j = arg;
+	struct svc_producer *p = lane_job_producer(loop, j);
+	(void)u;
+
+	for (unsigned i = 0; p && i < p->nallow; i++)
+		if (p->allow[i].buffer_id == j->buffer_id)
+			p->allow[i].tb = j->tb;
+	/* The post ring orders this lane's last use of the old storage
+	 * before ctl's handling of the ack. */
+	ctl_post(j->svc, j->ack);
 	free(j);
 }
 
@@ -724,8 +743,10 @@ int lane_post_allow(struct svc *svc, unsigned lane, uint16_t id,
 	int rc;
 
 	svc_buf_ref(b); /* the producer's reference, dropped on revoke */
+	/* b->tb is read here, on ctl: a later swap reaches the lane as a
+	 * retarget posted after this message. */
 	rc = lane_post(svc, lane, lane_do_allow,
-		       &(struct lane_job){ .id = id, .buf = b });
+		       &(struct lane_job){ .id = id, .buf = b, .tb = b->tb });
 	if (rc < 0)
 		svc_buf_unref(b);
 	return rc;
@@ -736,6 +757,25 @@ int lane_post_revoke(struct svc *svc, unsigned lane, uint16_t id,
 {
 	return lane_post(svc, lane, lane_do_revoke,
 			 &(struct lane_job){ .id = id, .buffer_id = buffer_id });
+}
+
+int lane_post_retarget(struct svc *svc, unsigned lane, uint16_t id,
+		       uint16_t buffer_id, struct svc_tbuf *tb, uint64_t token)
+{
+	struct ctl_msg *ack = ctl_msg_new(CTL_BUF_RETARGETED);
+	int rc;
+
+	/* Made here so that the lane cannot fail to answer. */
+	if (!ack)
+		return -ENOMEM;
+	ack->producer_id = id;
+	ack->u64 = token;
+	rc = lane_post(svc, lane, lane_do_retarget,
+		       &(struct lane_job){ .id = id, .buffer_id = buffer_id,
+					   .tb = tb, .ack = ack });
+	if (rc < 0)
+		ctl_msg_free(ack);
+	return rc;
 }
 
 int lane_post_scrape(struct svc *svc, unsigned lane, uint16_t id,

@@ -17,6 +17,12 @@
 //    session holds one reference and every producer allowed to write into it
 //    holds one on its lane; the last unref posts the destroy to ctl, so a
 //    buffer is never freed under a lane.
+//  - Its storage (svc_buf.tb) can be replaced under the same BufferID
+//    (CloneSession: clear_before_clone, transfer_on_clone). Lanes never read
+//    svc_buf.tb: each allow entry carries the storage the lane writes into,
+//    set by the allow message and changed only by a retarget message; the
+//    lane acks a retarget (CTL_BUF_RETARGETED), after which it never touches
+//    the old storage again, so ctl may then hand it to a clone or free it.
 //  - Posting from ctl to a lane and sending a reply through a lane's loop
 //    both go through that lane's post ring, in post order: so "map the SMB,
 //    allow buffer B, then send setup_data_source" reaches the lane in that
@@ -48,7 +54,9 @@ struct ctl;
 /* A trace buffer shared by lanes (writers) and ctl (reader). */
 struct svc_buf {
 	uint16_t id;		/* global BufferID; ctl writes once at creation */
-	struct svc_tbuf *tb;	/* the storage; lanes write their shard */
+	struct svc_tbuf *tb;	/* the storage: ctl only (creation, CloneSession
+				 * swaps); freed with the last reference. Lanes
+				 * use their allow entry's copy instead */
 	atomic_int refs;	/* session + allowed producers; last unref -> ctl frees */
 	struct svc *svc;	/* for the final unref's post */
 };
@@ -57,6 +65,8 @@ struct svc_buf {
 struct svc_allow {
 	uint16_t buffer_id;	/* BufferID named in commits */
 	struct svc_buf *buf;	/* holds one reference */
+	struct svc_tbuf *tb;	/* where commits go: buf->tb when allowed, then
+				 * whatever the last retarget named */
 };
 
 /* The lane half of a producer: lane thread only. */
@@ -130,6 +140,7 @@ enum ctl_msg_type {
 	CTL_C_GONE,		/* consumer disconnected */
 	CTL_BUF_FREE,		/* last reference of a buffer dropped */
 	CTL_SCRAPED,		/* a lane finished a scrape request */
+	CTL_BUF_RETARGETED,	/* a lane applied a retarget (u64 = token) */
 };
 
 /* A message to ctl; the fields used depend on type. Heap, ctl frees it. */
@@ -187,6 +198,12 @@ int lane_post_allow(struct svc *svc, unsigned lane, uint16_t id,
 /* Revokes buffer `buffer_id` of producer `id` (drops its reference). */
 int lane_post_revoke(struct svc *svc, unsigned lane, uint16_t id,
 		     uint16_t buffer_id);
+/* Points producer `id`'s allow entry for `buffer_id` (if it still has one)
+ * at storage tb, then posts CTL_BUF_RETARGETED with u64 = token: from then
+ * on that lane never touches the entry's previous storage. Returns 0, or
+ * -errno with nothing posted (no ack will come). */
+int lane_post_retarget(struct svc *svc, unsigned lane, uint16_t id,
+		       uint16_t buffer_id, struct svc_tbuf *tb, uint64_t token);
 /* Scrapes producer `id`'s SMB into its allowed buffers, then posts
  * CTL_SCRAPED with u64 = token. */
 int lane_post_scrape(struct svc *svc, unsigned lane, uint16_t id,
