@@ -122,7 +122,10 @@ int cli_clone(const struct cli_opts *o, struct cli_conn *c)
 		goto fail;
 	}
 	if (resp->was_write_into_file) {
+		/* The service wrote the source file's copy and the clone into
+		 * our fd: nothing to read, only the clone to free (§12). */
 		cli_call_free(&call);
+		cli_free_buffers(c);
 		return cli_out_finish(&out, true);
 	}
 	cli_call_free(&call);
