@@ -214,7 +214,10 @@ int svc_tbuf_read(struct svc_tbuf *b, struct svc_seqids *ids,
  * (it takes the reader mutex) while b's lanes go on writing, never blocked:
  * every record is copied under a pin and the READING bit, like a read. The
  * copy holds the chunks b's reader had indexed at a publication watermark
- * taken first, so it is a prefix, in commit order, of every lane's records.
+ * taken first, so it is a prefix, in commit order, of every lane's records,
+ * less what the ring evicts while the copy runs: each sequence is copied
+ * newest first, so that loss falls on its oldest part (a gap the copy's
+ * reader marks as a loss).
  * b's read progress is kept, not changed: fragments b already returned are
  * left out of the copy, and nothing of b is consumed. Chunks waiting for
  * patches or a re-commit are copied as they are (their packets are never
