@@ -45,9 +45,7 @@ int main(void)
 #include <time.h>
 #include <x86intrin.h>
 
-#include "bench_util.h"
-#include "smb/arbiter.h"
-#include "smb/chunk_validate.h"
+#include "bench_smb.h"
 #include "smb/shm.h"
 #include "spindle/track_event.h"
 
@@ -56,8 +54,6 @@ int main(void)
 #define BENCH_BURST_1K 1024u		/* 1 KiB packets per burst */
 #define BENCH_MAX_THREADS 2
 #define BENCH_GROUP 16u			/* events per group sample */
-
-static double g_tsc_per_ns;		/* TSC ticks per ns */
 
 static struct spn_te_category cat_on = SPN_TE_CATEGORY("bench", "Benchmark events");
 static struct spn_te_category cat_off = SPN_TE_CATEGORY("bench.off", "Never enabled");
@@ -83,21 +79,6 @@ struct bench_case {
 	int threads;	/* 0: baseline on the main thread */
 };
 
-static inline uint64_t bench_tsc(void)
-{
-	_mm_lfence();
-	return __rdtsc();
-}
-
-static void bench_calibrate(void)
-{
-	uint64_t t0 = bench_now_ns(), c0 = bench_tsc();
-	struct timespec ts = { 0, 200000000 };
-
-	nanosleep(&ts, NULL);
-	g_tsc_per_ns = (double)(bench_tsc() - c0) / (double)(bench_now_ns() - t0);
-}
-
 /* ---- Host: one writer per thread, as the producer makes them ------------ */
 
 struct bench_env {
@@ -117,47 +98,6 @@ static struct spn_tw *bench_writer(void *ctx, uint32_t inst)
 	if (!my_tw && smb_arbiter_create_writer(&e->arb, 1, &my_tw) != 0)
 		return NULL;
 	return my_tw;
-}
-
-/* ---- Drainer ---------------------------------------------------------------- */
-
-struct bench_drainer {
-	struct smb_arbiter *arb;
-	struct smb_commit commit;
-	_Atomic int stop;					/* main -> drainer */
-	_Atomic uint64_t freed[SPN_SMB_MAX_WRITER_ID + 1];	/* chunks freed per writer */
-	uint8_t copy[SPN_SMB_MAX_CHUNK_SIZE];			/* chunk copies */
-};
-
-static void *drainer_main(void *arg)
-{
-	struct bench_drainer *d = arg;
-
-	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
-		int n = smb_arbiter_drain(d->arb, &d->commit, 0);
-
-		for (size_t i = 0; i < d->commit.req.n_chunks_to_move; i++) {
-			const Perfetto__Protos__CommitDataRequest__ChunksToMove *m =
-				d->commit.req.chunks_to_move[i];
-			struct smb_chunk_info info;
-			int r = -EAGAIN;
-
-			for (int k = 0; k < 64 && r == -EAGAIN; k++)
-				r = smb_chunk_commit_copy(&d->arb->smb, m->page, m->chunk, d->copy,
-							  sizeof(d->copy), &info);
-			if (r == 0 || r == -ENOMSG)
-				/* Release: pairs with the writer's acquire wait. */
-				atomic_fetch_add_explicit(&d->freed[info.writer_id], 1,
-							  memory_order_release);
-			else
-				fprintf(stderr, "sdk_bench: chunk %u/%u: %d\n", m->page, m->chunk, r);
-		}
-		if (d->commit.pressure)
-			smb_arbiter_reclaim(d->arb);
-		if (n == 0)
-			sched_yield();
-	}
-	return NULL;
 }
 
 /* ---- Writers ------------------------------------------------------------------ */
@@ -372,8 +312,9 @@ static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t 
 	}
 	*clock = spn_te_clock_used(e->te);
 	d->arb = &e->arb;
+	d->who = "sdk_bench";
 	pthread_barrier_init(&start, NULL, (unsigned)bc->threads);
-	pthread_create(&dt, NULL, drainer_main, d);
+	pthread_create(&dt, NULL, bench_drainer_main, d);
 	for (int i = 0; i < bc->threads; i++) {
 		w[i].bc = bc;
 		w[i].d = d;

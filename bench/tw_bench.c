@@ -34,9 +34,7 @@ int main(void)
 #include <string.h>
 #include <x86intrin.h>
 
-#include "bench_util.h"
-#include "smb/arbiter.h"
-#include "smb/chunk_validate.h"
+#include "bench_smb.h"
 #include "smb/shm.h"
 #include "spindle/trace_writer.h"
 
@@ -45,77 +43,12 @@ int main(void)
 #define BENCH_BURST_1K 1024u
 #define BENCH_MAX_THREADS 2
 
-/* TSC ticks per nanosecond, measured against CLOCK_MONOTONIC. */
-static double g_tsc_per_ns;
-
-static inline uint64_t bench_tsc(void)
-{
-	_mm_lfence();
-	return __rdtsc();
-}
-
-static void bench_calibrate(void)
-{
-	uint64_t t0 = bench_now_ns(), c0 = bench_tsc(), t1, c1;
-	struct timespec ts = { 0, 200000000 };
-
-	nanosleep(&ts, NULL);
-	t1 = bench_now_ns();
-	c1 = bench_tsc();
-	g_tsc_per_ns = (double)(c1 - c0) / (double)(t1 - t0);
-}
-
 /* One case. */
 struct bench_case {
 	const char *name;	/* "small", "1k", "rdtsc", "clock_gettime" */
 	int threads;		/* writer threads */
 	bool heavy;		/* writers without membarrier */
 };
-
-/* The drainer: the I/O thread and the service in one. */
-struct bench_drainer {
-	struct smb_arbiter *arb;
-	struct smb_commit commit;
-	_Atomic int stop;			/* main -> drainer */
-	_Atomic uint64_t freed[SPN_SMB_MAX_WRITER_ID + 1]; /* chunks freed per writer */
-	uint8_t copy[SPN_SMB_MAX_CHUNK_SIZE];	/* where chunks are copied to */
-	uint64_t bytes;				/* payload bytes taken */
-};
-
-static void *drainer_main(void *arg)
-{
-	struct bench_drainer *d = arg;
-
-	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
-		int n = smb_arbiter_drain(d->arb, &d->commit, 0);
-		size_t i;
-
-		for (i = 0; i < d->commit.req.n_chunks_to_move; i++) {
-			const Perfetto__Protos__CommitDataRequest__ChunksToMove *m =
-				d->commit.req.chunks_to_move[i];
-			struct smb_chunk_info info;
-			int r = -EAGAIN, k;
-
-			for (k = 0; k < 64 && r == -EAGAIN; k++)
-				r = smb_chunk_commit_copy(&d->arb->smb, m->page, m->chunk,
-							  d->copy, sizeof(d->copy), &info);
-			if (r == 0 || r == -ENOMSG) {
-				d->bytes += info.used;
-				/* Release: the writer's wait pairs with it. */
-				atomic_fetch_add_explicit(&d->freed[info.writer_id], 1,
-							  memory_order_release);
-			} else {
-				fprintf(stderr, "tw_bench: chunk %u/%u: %d\n", m->page,
-					m->chunk, r);
-			}
-		}
-		if (d->commit.pressure)
-			smb_arbiter_reclaim(d->arb);
-		if (n == 0)
-			sched_yield();
-	}
-	return NULL;
-}
 
 /* One writer thread. */
 struct bench_writer {
@@ -269,8 +202,9 @@ static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t 
 		exit(1);
 	}
 	d->arb = &arb;
+	d->who = "tw_bench";
 	pthread_barrier_init(&start, NULL, (unsigned)bc->threads);
-	pthread_create(&dt, NULL, drainer_main, d);
+	pthread_create(&dt, NULL, bench_drainer_main, d);
 	for (i = 0; i < bc->threads; i++) {
 		w[i].bc = bc;
 		w[i].arb = &arb;
