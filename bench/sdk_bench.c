@@ -236,16 +236,14 @@ static int cmp_u32(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Percentile p of n samples (sorted here) less `base` ticks, in ns per
- * event for samples of `per` events each; never below 0. */
-static double pct_ns(uint32_t *v, uint32_t n, double p, double base, uint32_t per)
+/* Percentile p of n sorted samples less `base` ticks, in ns per event for
+ * samples of `per` events each; never below 0. */
+static double pct_ns(const uint32_t *v, uint32_t n, double p, double base, uint32_t per)
 {
 	double t;
 
 	if (n == 0)
 		return 0;
-	if (p == 0.5)
-		qsort(v, n, sizeof(*v), cmp_u32);
 	t = (double)v[(uint32_t)(p * (n - 1))] - base;
 	return t > 0 ? t / g_tsc_per_ns / per : 0;
 }
@@ -390,17 +388,16 @@ int main(int argc, char **argv)
 			mean = bench_baseline(bc->kind, all, samples, gall, &ng);
 		else
 			mean = bench_run(bc, samples, all, &n, gall, &ng, &dropped, &clock);
+		qsort(all, n, sizeof(*all), cmp_u32);
+		qsort(gall, ng, sizeof(*gall), cmp_u32);
 		if (bc->kind == K_PAIR) {
 			/* the pair's own median, subtracted from every other row */
-			pct_ns(all, n, 0.5, 0, 1);
-			pct_ns(gall, ng, 0.5, 0, 1);
 			pair_ticks = all[(n - 1) / 2];
 			pair_gticks = gall[(ng - 1) / 2];
 			med = pair_ticks / g_tsc_per_ns;
 			p99 = p999 = pmax = med;
 		} else {
 			med = pct_ns(gall, ng, 0.5, pair_gticks, BENCH_GROUP);
-			pct_ns(all, n, 0.5, pair_ticks, 1);
 			p99 = pct_ns(all, n, 0.99, pair_ticks, 1);
 			p999 = pct_ns(all, n, 0.999, pair_ticks, 1);
 			pmax = pct_ns(all, n, 1.0, pair_ticks, 1);
