@@ -238,6 +238,20 @@ static inline size_t _spn_tw_room(const struct spn_tw *tw)
 	return (size_t)(tw->end - tw->cur);
 }
 
+/* Counts one more packet in the current chunk, whose size prefix goes at
+ * `at` (zeroed until the packet ends). Fast paths of the packet starts. */
+static inline void _spn_tw_count_packet(struct spn_tw *tw, uint8_t *at)
+{
+	tw->stats.packets++;
+	tw->count++;
+	tw->packets++;
+	/* Release: the earlier fragments are complete before the count says
+	 * there is one more; pairs with a scraper's acquire load. */
+	atomic_store_explicit(&tw->hdr->packets, tw->packets,
+			      memory_order_release);
+	memset(at, 0, SPN_SMB_PACKET_HEADER_SIZE);
+}
+
 /*
  * Starts a packet. Returns 0 when it is written into the SMB, or -ENOSPC
  * when it is being dropped (no free chunk; the writes still succeed into a
@@ -253,15 +267,8 @@ static inline int spn_tw_begin_packet(struct spn_tw *tw)
 			     _spn_tw_room(tw) < SPN_TW_MIN_ROOM ||
 			     tw->count >= SPN_SMB_WRITER_MAX_PACKETS))
 		return _spn_tw_begin_packet_slow(tw);
-	tw->stats.packets++;
-	tw->count++;
-	tw->packets++;
-	/* Release: the earlier fragments are complete before the count says
-	 * there is one more; pairs with a scraper's acquire load. */
-	atomic_store_explicit(&tw->hdr->packets, tw->packets,
-			      memory_order_release);
+	_spn_tw_count_packet(tw, tw->cur);
 	tw->frag = tw->cur;
-	memset(tw->cur, 0, SPN_SMB_PACKET_HEADER_SIZE);
 	tw->cur += SPN_SMB_PACKET_HEADER_SIZE;
 	return 0;
 }
@@ -308,13 +315,7 @@ static inline uint8_t *spn_tw_small_begin(struct spn_tw *tw, size_t max)
 				     max + SPN_SMB_PACKET_HEADER_SIZE + SPN_TW_MIN_ROOM ||
 			     tw->count >= SPN_SMB_WRITER_MAX_PACKETS))
 		return NULL;
-	tw->stats.packets++;
-	tw->count++;
-	tw->packets++;
-	/* Release: as in spn_tw_begin_packet(). */
-	atomic_store_explicit(&tw->hdr->packets, tw->packets,
-			      memory_order_release);
-	memset(cur, 0, SPN_SMB_PACKET_HEADER_SIZE);
+	_spn_tw_count_packet(tw, cur);
 	return cur + SPN_SMB_PACKET_HEADER_SIZE;
 }
 
