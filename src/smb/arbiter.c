@@ -52,6 +52,8 @@ static long smb_membarrier(int cmd)
 	return syscall(__NR_membarrier, cmd, 0, 0);
 }
 
+static uint32_t smb_page_free(const struct smb_arbiter *arb, uint32_t page);
+
 int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
 		     const struct smb_arbiter_opts *opts)
 {
@@ -76,11 +78,17 @@ int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
 	arb->nodes = calloc(nnodes, sizeof(*arb->nodes));
 	arb->writers = calloc(arb->opts.max_writer_id + 1u, sizeof(*arb->writers));
 	arb->id_used = calloc(arb->opts.max_writer_id + 1u, 1);
-	if (!arb->nodes || !arb->writers || !arb->id_used) {
+	arb->page_free = calloc(smb->num_pages, sizeof(*arb->page_free));
+	if (!arb->nodes || !arb->writers || !arb->id_used || !arb->page_free) {
 		free(arb->nodes);
 		free(arb->writers);
 		free(arb->id_used);
+		free(arb->page_free);
 		return -ENOMEM;
+	}
+	for (i = 0; i < smb->num_pages; i++) {
+		arb->page_free[i] = smb_page_free(arb, i);
+		arb->free_cached += arb->page_free[i];
 	}
 	for (i = 0; i < nnodes; i++) {
 		arb->nodes[i].q.kind = SMB_Q_CHUNK;
@@ -133,6 +141,7 @@ void smb_arbiter_destroy(struct smb_arbiter *arb)
 	free(arb->writers);
 	free(arb->id_used);
 	free(arb->nodes);
+	free(arb->page_free);
 	pthread_mutex_destroy(&arb->lock);
 	memset(arb, 0, sizeof(*arb));
 }
@@ -555,18 +564,44 @@ static uint64_t smb_free_bytes(const struct smb_arbiter *arb)
 	uint32_t page;
 
 	for (page = 0; page < arb->smb.num_pages; page++) {
-		/* Relaxed: an estimate for the pressure heuristic. */
-		uint32_t w = spn_smb_page_load(&arb->smb, page, memory_order_relaxed);
-		uint32_t layout = spn_smb_word_layout(w);
-
-		if (w == 0)
-			n += arb->smb.page_size - SPN_SMB_PAGE_HEADER_SIZE;
-		else
-			n += (uint64_t)__builtin_popcount(
-				     smb_free_mask(w, spn_smb_layout_chunks(layout))) *
-			     arb->smb.chunk_size[layout];
+		n += smb_page_free(arb, page);
 	}
 	return n;
+}
+
+/* Free chunk bytes of one page right now. */
+static uint32_t smb_page_free(const struct smb_arbiter *arb, uint32_t page)
+{
+	/* Relaxed: an estimate for the pressure heuristic. */
+	uint32_t w = spn_smb_page_load(&arb->smb, page, memory_order_relaxed);
+	uint32_t layout = spn_smb_word_layout(w);
+
+	if (w == 0)
+		return arb->smb.page_size - SPN_SMB_PAGE_HEADER_SIZE;
+	return (uint32_t)__builtin_popcount(smb_free_mask(w, spn_smb_layout_chunks(layout))) *
+	       arb->smb.chunk_size[layout];
+}
+
+/*
+ * I/O thread: free chunk bytes of the SMB, from a per-page cache of which
+ * each drain refreshes SMB_FREE_SCAN_PAGES pages: the whole SMB for the
+ * default 256 KiB, a window of a large one (a full scan of 8 MiB is 2,048
+ * cold lines, which made each drain slower than a writer fills a chunk).
+ */
+static uint64_t smb_free_estimate(struct smb_arbiter *arb)
+{
+	uint32_t i, n = arb->smb.num_pages < SMB_FREE_SCAN_PAGES ? arb->smb.num_pages :
+								  SMB_FREE_SCAN_PAGES;
+
+	for (i = 0; i < n; i++) {
+		uint32_t page = arb->free_cursor, now = smb_page_free(arb, page);
+
+		arb->free_cached += now;
+		arb->free_cached -= arb->page_free[page];
+		arb->page_free[page] = now;
+		arb->free_cursor = page + 1u == arb->smb.num_pages ? 0 : page + 1u;
+	}
+	return arb->free_cached;
 }
 
 /* Bytes of chunk (page, chunk), which we own or are about to hand over. */
@@ -708,7 +743,7 @@ int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
 	 * writers between packets are what is missing. */
 	total = (uint64_t)arb->smb.num_pages *
 		(arb->smb.page_size - SPN_SMB_PAGE_HEADER_SIZE);
-	c->pressure = (smb_free_bytes(arb) + moved) * SMB_PRESSURE_DIVISOR < total;
+	c->pressure = (smb_free_estimate(arb) + moved) * SMB_PRESSURE_DIVISOR < total;
 	if (c->pressure)
 		atomic_fetch_add_explicit(&arb->stats.pressure_rounds, 1,
 					  memory_order_relaxed);

@@ -81,6 +81,8 @@
  * thread (see smb_low_water_check). */
 #define SMB_LOW_WATER_EVERY 16u
 #define SMB_LOW_WATER_DIVISOR 4u
+/* Pages of the SMB whose free space one drain looks at again. */
+#define SMB_FREE_SCAN_PAGES 64u
 
 /* Kinds of queue nodes. */
 enum smb_qkind {
@@ -196,6 +198,10 @@ struct smb_arbiter {
 	_Alignas(64) _Atomic(struct smb_qnode *) head;/* ---- I/O thread only ---- */
 	_Alignas(64) struct smb_qnode *carry; /* drained nodes not yet sent,
 					       * oldest first */
+	uint32_t *page_free;		/* free chunk bytes per page, as last
+					 * seen (smb_free_estimate) */
+	uint64_t free_cached;		/* their sum */
+	uint32_t free_cursor;		/* next page the estimate refreshes */
 	/* ---- registry (mutex) ---- */
 	pthread_mutex_t lock;		/* guards everything below */
 	struct spn_tw **writers;	/* live writers by id (reclaim sees these) */
