@@ -20,6 +20,10 @@
 //   BeingRead -> Free         service    spn_smb_try_free(.., SPN_SMB_BEING_READ)
 //   Complete -> Free          producer   spn_smb_try_free(.., SPN_SMB_COMPLETE)
 //                                        (shared memory emulation only)
+//   BeingWritten -> Free      producer   spn_smb_try_free(.., SPN_SMB_BEING_WRITTEN)
+//                                        (a chunk it took and never wrote a
+//                                        packet into: packets stayed 0, so
+//                                        no scraper could take anything)
 //   any -> (read only)        service    spn_smb_scrape_header() (scraping)
 //
 // Freeing the last non-free chunk of a page also writes 0 to the whole page
@@ -471,8 +475,10 @@ static inline int spn_smb_try_acquire_read(struct spn_smb *smb, uint32_t page,
 
 /*
  * Frees chunk `chunk` (page `page`, `layout`) that is in state `from`:
- * SPN_SMB_BEING_READ (service, after copying it) or SPN_SMB_COMPLETE
- * (producer in emulation mode, after shipping it in CommitData). Zeroes the
+ * SPN_SMB_BEING_READ (service, after copying it), SPN_SMB_COMPLETE
+ * (producer in emulation mode, after shipping it in CommitData) or
+ * SPN_SMB_BEING_WRITTEN (producer giving back a chunk it never published a
+ * packet in: the header's packets word is still 0). Zeroes the
  * chunk header first, then moves the chunk to Free; if that leaves every
  * chunk of the page Free, the same CAS writes 0 (un-partitions the page).
  * Returns 0, -EINVAL (also for any other `from`), -EBUSY or -EAGAIN (the
@@ -486,7 +492,8 @@ static inline int spn_smb_try_free(struct spn_smb *smb, uint32_t page,
 	uint32_t old, new_word;
 
 	if (page >= smb->num_pages || chunk >= spn_smb_layout_chunks(layout) ||
-	    (from != SPN_SMB_BEING_READ && from != SPN_SMB_COMPLETE))
+	    (from != SPN_SMB_BEING_READ && from != SPN_SMB_COMPLETE &&
+	     from != SPN_SMB_BEING_WRITTEN))
 		return -EINVAL;
 	w = &spn_smb_page(smb, page)->header_bitmap;
 	/* Relaxed: the CAS below re-checks this exact value. */

@@ -116,6 +116,8 @@ struct spn_tw_stats {
 	uint64_t patches_ipc;	  /* sizes sent as CommitData patches (they
 				   * ride on the commit of the chunk being
 				   * written when they close) */
+	uint64_t standby_used;	  /* chunks taken from `standby` (the I/O
+				   * thread had acquired them for us) */
 };
 
 /*
@@ -174,7 +176,15 @@ struct spn_tw {
 	 * that must be able to carry patches and whose node has none */
 	struct smb_patch *spare;
 	struct spn_tw_stats stats;	/* counters */
-	uint8_t dummy_slot[4];		/* where dead levels' sizes go */
+	/* a chunk the I/O thread acquired for this writer ahead of time
+	 * (arbiter.h, "Standby chunks"): 0, or its location word. The I/O
+	 * thread stores a chunk (release) only while it is 0; the owner
+	 * takes it (acquire load, then stores 0) only inside a packet; the
+	 * I/O thread takes it back only while it holds reclaim == STEALING
+	 * or after the writer retired. Its own line: the I/O thread writes
+	 * it while the owner is busy with the lines above. */
+	_Alignas(64) _Atomic uint64_t standby;
+	_Alignas(64) uint8_t dummy_slot[4]; /* where dead levels' sizes go */
 	/* sink for dropped packets: a fake chunk header, then the payload */
 	_Alignas(8) uint8_t scratch[SPN_TW_SCRATCH_SIZE];
 };

@@ -259,8 +259,8 @@ static uint32_t smb_pick_layout(struct smb_arbiter *arb)
 
 /* A chunk just won: check its node and give it a patch block if needed.
  * Returns false (chunk given up) if the node is still queued. */
-static bool smb_claim_node(struct smb_arbiter *arb, struct spn_tw *tw,
-			   const struct smb_loc *loc, bool carries_patches)
+static bool smb_claim_node(struct smb_arbiter *arb, struct smb_patch **block,
+			   const struct smb_loc *loc)
 {
 	struct smb_chunk_node *node = smb_arbiter_node(arb, loc->page, loc->chunk);
 
@@ -271,21 +271,24 @@ static bool smb_claim_node(struct smb_arbiter *arb, struct spn_tw *tw,
 		atomic_fetch_add_explicit(&arb->stats.abi_errors, 1, memory_order_relaxed);
 		return false;
 	}
-	if (carries_patches && !node->patches) {
-		node->patches = tw->spare;
-		tw->spare = NULL;
+	if (block && !node->patches) {
+		node->patches = *block;
+		*block = NULL;
 	}
 	return true;
 }
 
-/* One pass over the pages from tw->page_hint. Returns 0 or -ENOSPC. */
-static int smb_scan(struct smb_arbiter *arb, struct spn_tw *tw, uint32_t chunk_id,
-		    uint16_t packets, bool carries_patches, struct smb_loc *loc)
+/* One pass over the pages from *hint (updated to the page found) for a
+ * chunk of `writer_id`; `block`: a patch block for its node if it has none
+ * (NULL: none needed). Returns 0 or -ENOSPC. */
+static int smb_scan(struct smb_arbiter *arb, uint32_t *hint, uint16_t writer_id,
+		    uint32_t chunk_id, uint16_t packets, struct smb_patch **block,
+		    struct smb_loc *loc)
 {
 	uint32_t n = arb->smb.num_pages, i;
 
 	for (i = 0; i < n; i++) {
-		uint32_t page = tw->page_hint + i, tries;
+		uint32_t page = *hint + i, tries;
 
 		if (page >= n)
 			page -= n;
@@ -310,7 +313,7 @@ static int smb_scan(struct smb_arbiter *arb, struct spn_tw *tw, uint32_t chunk_i
 				break;
 			c = (uint32_t)__builtin_ctz(free_mask) / 2u;
 			r = spn_smb_try_acquire_write(&arb->smb, page, layout, c,
-						      tw->writer_id, chunk_id, packets,
+						      writer_id, chunk_id, packets,
 						      &loc->hdr);
 			if (r == -EINVAL)
 				break;
@@ -319,9 +322,9 @@ static int smb_scan(struct smb_arbiter *arb, struct spn_tw *tw, uint32_t chunk_i
 			loc->page = page;
 			loc->chunk = c;
 			loc->layout = layout;
-			if (!smb_claim_node(arb, tw, loc, carries_patches))
+			if (!smb_claim_node(arb, block, loc))
 				continue;
-			tw->page_hint = page;
+			*hint = page;
 			return 0;
 		}
 	}
@@ -360,14 +363,147 @@ static void smb_low_water_check(struct smb_arbiter *arb)
 		arb->opts.wake(arb->opts.ctx);
 }
 
+/* ---- Standby chunks (see the top of arbiter.h) -------------------------- */
+
+/* The standby word of a chunk: page + 1, layout, chunk index (0: none). */
+static uint64_t smb_standby_word(const struct smb_loc *loc)
+{
+	return ((uint64_t)loc->page + 1u) << 16 | (uint64_t)loc->layout << 8 | loc->chunk;
+}
+
+/* Where standby word w (non-zero) points. */
+static void smb_standby_loc(struct smb_arbiter *arb, uint64_t w, struct smb_loc *loc)
+{
+	loc->page = (uint32_t)(w >> 16) - 1u;
+	loc->layout = (uint32_t)(w >> 8) & 0xFFu;
+	loc->chunk = (uint32_t)w & 0xFFu;
+	loc->hdr = spn_smb_chunk(&arb->smb, loc->page, loc->layout, loc->chunk);
+}
+
+/*
+ * Writer, inside a packet: takes tw's standby chunk if the drain parked one,
+ * as chunk `chunk_id` with `packets`. No search and no CAS: the drain did
+ * both. Returns false when there is none.
+ */
+static bool smb_take_standby(struct smb_arbiter *arb, struct spn_tw *tw,
+			     uint32_t chunk_id, uint16_t packets, bool carries_patches,
+			     struct smb_loc *loc)
+{
+	/* Acquire: pairs with the drain's release store in smb_park_standby,
+	 * so its acquire CAS on the page word, its header stores and its
+	 * check that the node is IDLE happen-before our use of the chunk. */
+	uint64_t w = atomic_load_explicit(&tw->standby, memory_order_acquire);
+	struct smb_chunk_node *node;
+
+	if (!w)
+		return false;
+	/* Relaxed: the drain parks another chunk only once it reads this 0,
+	 * and needs nothing of ours; reclaim reads it after in_packet's
+	 * release store of 0 (see smb_return_standby). */
+	atomic_store_explicit(&tw->standby, 0, memory_order_relaxed);
+	smb_standby_loc(arb, w, loc);
+	node = smb_arbiter_node(arb, loc->page, loc->chunk);
+	if (carries_patches && !node->patches) {
+		node->patches = tw->spare;
+		tw->spare = NULL;
+	}
+	/* Relaxed: published by the release store of packets just after. */
+	atomic_store_explicit(&loc->hdr->chunk_id, chunk_id, memory_order_relaxed);
+	/* Release: as in spn_smb_try_acquire_write(), the chunk id before
+	 * packets; pairs with a scraper's acquire load of packets. */
+	atomic_store_explicit(&loc->hdr->packets, packets, memory_order_release);
+	tw->stats.standby_used++;
+	return true;
+}
+
+/* I/O thread: parks a free chunk in tw->standby if it has none. */
+static void smb_park_standby(struct smb_arbiter *arb, struct spn_tw *tw)
+{
+	struct smb_loc loc;
+
+	/* Relaxed: only we store a chunk there; 0 means the writer took the
+	 * last one (or there was none). */
+	if (atomic_load_explicit(&tw->standby, memory_order_relaxed) != 0)
+		return;
+	if (smb_scan(arb, &arb->standby_hint, tw->writer_id, 0, 0, NULL, &loc) != 0)
+		return;
+	atomic_fetch_add_explicit(&arb->stats.standby_parked, 1, memory_order_relaxed);
+	/* Release: pairs with the writer's acquire load in smb_take_standby. */
+	atomic_store_explicit(&tw->standby, smb_standby_word(&loc), memory_order_release);
+}
+
+/*
+ * I/O thread, while tw cannot take its standby chunk (reclaim holds
+ * STEALING, or tw retired): gives the chunk back to Free unused.
+ */
+static void smb_return_standby(struct smb_arbiter *arb, struct spn_tw *tw)
+{
+	/* Relaxed: what tw stored last is ordered before us by the acquire
+	 * that made it quiet (in_packet == 0 under STEALING, or the queue's
+	 * acquire exchange that brought its GONE node). */
+	uint64_t w = atomic_load_explicit(&tw->standby, memory_order_relaxed);
+	struct smb_loc loc;
+	uint32_t i;
+	int r = -EAGAIN;
+
+	if (!w)
+		return;
+	atomic_store_explicit(&tw->standby, 0, memory_order_relaxed);
+	smb_standby_loc(arb, w, &loc);
+	for (i = 0; i < SMB_COMPLETE_TRIES && r == -EAGAIN; i++)
+		r = spn_smb_try_free(&arb->smb, loc.page, loc.layout, loc.chunk,
+				     SPN_SMB_BEING_WRITTEN);
+	atomic_fetch_add_explicit(r == 0 ? &arb->stats.standby_returned :
+					   &arb->stats.abi_errors,
+				  1, memory_order_relaxed);
+}
+
+/* I/O thread, end of a drain: parks standby chunks for the writers whose
+ * chunks it listed, while writers are few and the SMB is not short. */
+static void smb_refill_standby(struct smb_arbiter *arb, bool pressure)
+{
+	uint32_t i;
+
+	/* Relaxed: a hint, as in smb_pick_layout. */
+	if (!pressure && !arb->opts.no_standby &&
+	    atomic_load_explicit(&arb->live_writers, memory_order_relaxed) *
+			    SMB_STANDBY_RATIO <= arb->total_chunks) {
+		pthread_mutex_lock(&arb->lock);
+		for (i = 0; i < arb->nrefill; i++) {
+			struct spn_tw *tw = arb->writers[arb->refill[i]];
+
+			if (tw)
+				smb_park_standby(arb, tw);
+		}
+		pthread_mutex_unlock(&arb->lock);
+	}
+	arb->nrefill = 0;
+}
+
+/* I/O thread: notes that the drain listed a chunk of writer `id`. */
+static void smb_note_refill(struct smb_arbiter *arb, uint16_t id)
+{
+	uint32_t i;
+
+	for (i = 0; i < arb->nrefill; i++)
+		if (arb->refill[i] == id)
+			return;
+	if (arb->nrefill < SMB_STANDBY_PER_DRAIN)
+		arb->refill[arb->nrefill++] = id;
+}
+
 int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 			  uint32_t chunk_id, uint16_t packets, bool carries_patches,
 			  struct smb_loc *loc)
 {
+	struct smb_patch **block = carries_patches ? &tw->spare : NULL;
 	uint64_t deadline;
 	long sleep_ns = SMB_STALL_FIRST_NS;
 
-	if (smb_scan(arb, tw, chunk_id, packets, carries_patches, loc) == 0) {
+	if (smb_take_standby(arb, tw, chunk_id, packets, carries_patches, loc))
+		return 0;
+	if (smb_scan(arb, &tw->page_hint, tw->writer_id, chunk_id, packets, block,
+		     loc) == 0) {
 		smb_low_water_check(arb);
 		return 0;
 	}
@@ -394,7 +530,8 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 		ts.tv_sec = 0;
 		ts.tv_nsec = sleep_ns;
 		nanosleep(&ts, NULL);
-		if (smb_scan(arb, tw, chunk_id, packets, carries_patches, loc) == 0)
+		if (smb_scan(arb, &tw->page_hint, tw->writer_id, chunk_id, packets,
+			     block, loc) == 0)
 			return 0;
 		sleep_ns = sleep_ns * 2 > SMB_STALL_MAX_NS ? SMB_STALL_MAX_NS : sleep_ns * 2;
 	}
@@ -673,6 +810,7 @@ static bool smb_drain_chunk(struct smb_arbiter *arb, struct smb_commit *c,
 	c->move_ptrs[c->req.n_chunks_to_move++] = m;
 	*bytes += smb_chunk_bytes(arb, node->page);
 	smb_drain_patches(c, node);
+	smb_note_refill(arb, node->writer_id);
 	/* Release: our reads of the node are done before the chunk's next
 	 * owner rewrites it; pairs with its acquire load (smb_node_idle). */
 	atomic_store_explicit(&node->state, SMB_NODE_IDLE, memory_order_release);
@@ -699,6 +837,7 @@ static bool smb_drain_writer(struct smb_arbiter *arb, struct smb_commit *c,
 	pthread_mutex_lock(&arb->lock);
 	arb->id_used[tw->writer_id] = 0;
 	pthread_mutex_unlock(&arb->lock);
+	smb_return_standby(arb, tw);
 	/* The writer was retired after its last push; nothing refers to it. */
 	free(tw->spare);
 	free(tw);
@@ -747,6 +886,7 @@ int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
 	if (c->pressure)
 		atomic_fetch_add_explicit(&arb->stats.pressure_rounds, 1,
 					  memory_order_relaxed);
+	smb_refill_standby(arb, c->pressure);
 	return (int)(c->req.n_chunks_to_move + c->req.n_chunks_to_patch + c->n_added +
 		     c->n_removed);
 }
@@ -767,9 +907,12 @@ static bool smb_barrier_all(struct smb_arbiter *arb)
 }
 
 int smb_arbiter_reclaim(struct smb_arbiter *arb)
-{	uint32_t id, max;
+{
+	uint32_t id, max;
 	int busy = 0;
-	bool covered;	pthread_mutex_lock(&arb->lock);
+	bool covered;
+
+	pthread_mutex_lock(&arb->lock);
 	if (arb->nwriters == 0) {
 		pthread_mutex_unlock(&arb->lock);
 		return 0;
@@ -821,6 +964,7 @@ int smb_arbiter_reclaim(struct smb_arbiter *arb)
 			atomic_fetch_add_explicit(&arb->stats.stolen, 1,
 						  memory_order_relaxed);
 		}
+		smb_return_standby(arb, tw);
 		/* Release: our reads of the writer's fields happen-before its
 		 * reset; pairs with its acquire load in tw_reclaim_ack(). */
 		atomic_store_explicit(&tw->reclaim, SPN_TW_RECLAIM_STOLEN,

@@ -49,6 +49,19 @@
 // OPEN -> QUEUED and forces it Complete before listing it. The drain waits
 // (yielding) only if it meets PATCHING: a writer holds that for a 4-byte
 // store.
+//
+// Standby chunks. A writer's chunk change is its slow path, and most of its
+// cost is cache misses on lines other threads wrote last: the next page word
+// (the service freed it), the chunk's node (the drain marked it IDLE). So
+// while writers are few (live writers * SMB_STANDBY_RATIO <= chunks of the
+// SMB) and the SMB is not short (no pressure), the drain takes a free chunk
+// for every writer whose chunk it just listed and parks it in the writer's
+// `standby` word: BeingWritten, our writer id, chunk id 0 and packets 0 (no
+// scraper takes anything from it). At its next chunk change the writer
+// takes it with one acquire load and a store of 0 instead of a search and a
+// CAS, writes the chunk id and publishes packets. A standby chunk goes back
+// to Free unused (BeingWritten -> Free, smb-abi.h) when the writer is
+// robbed by reclaim (it is idle, or the SMB runs short) or retires.
 #ifndef SPN_SMB_ARBITER_H
 #define SPN_SMB_ARBITER_H
 
@@ -83,6 +96,10 @@
 #define SMB_LOW_WATER_DIVISOR 4u
 /* Pages of the SMB whose free space one drain looks at again. */
 #define SMB_FREE_SCAN_PAGES 64u
+/* Standby chunks (see the top) while live writers * this <= SMB chunks. */
+#define SMB_STANDBY_RATIO 4u
+/* Writers one drain parks a standby chunk for, at most. */
+#define SMB_STANDBY_PER_DRAIN 32u
 
 /* Kinds of queue nodes. */
 enum smb_qkind {
@@ -157,6 +174,8 @@ struct smb_arbiter_opts {
 	void *ctx; /* for the callbacks */
 	/* test only: never use membarrier, make writers run a full fence */
 	bool force_heavy_fence;
+	/* never park standby chunks (tests that count chunks exactly) */
+	bool no_standby;
 };
 
 /* Counters of an arbiter (relaxed atomics; any thread may read them). */
@@ -174,6 +193,8 @@ struct smb_arbiter_stats {
 	_Atomic uint64_t pages_coarse;	   /* pages partitioned in `layout` */
 	_Atomic uint64_t pages_fine;	   /* pages partitioned as Div14 for
 					    * many writers */
+	_Atomic uint64_t standby_parked;   /* chunks the drain took for writers */
+	_Atomic uint64_t standby_returned; /* of those, freed unused */
 };
 
 /* A producer's view of one SMB. */
@@ -195,13 +216,18 @@ struct smb_arbiter {
 	_Atomic uint32_t chunks_taken;	/* chunks acquired (low-water check cadence);
 					 * any writer, relaxed */
 	/* commit queue head (writers push with CAS, drain exchanges) */
-	_Alignas(64) _Atomic(struct smb_qnode *) head;/* ---- I/O thread only ---- */
+	_Alignas(64) _Atomic(struct smb_qnode *) head;
+	/* ---- I/O thread only ---- */
 	_Alignas(64) struct smb_qnode *carry; /* drained nodes not yet sent,
 					       * oldest first */
+	uint32_t standby_hint;		/* where the standby search starts */
 	uint32_t *page_free;		/* free chunk bytes per page, as last
 					 * seen (smb_free_estimate) */
 	uint64_t free_cached;		/* their sum */
 	uint32_t free_cursor;		/* next page the estimate refreshes */
+	uint32_t nrefill;		/* writer ids in refill[] */
+	/* writers whose chunk this drain listed: candidates for a standby */
+	uint16_t refill[SMB_STANDBY_PER_DRAIN];
 	/* ---- registry (mutex) ---- */
 	pthread_mutex_t lock;		/* guards everything below */
 	struct spn_tw **writers;	/* live writers by id (reclaim sees these) */

@@ -345,17 +345,24 @@ static void tw_next_chunk(struct spn_tw *tw)
 int _spn_tw_begin_packet_slow(struct spn_tw *tw)
 {
 	struct smb_loc loc;
+	bool full;
 
 	/* Relaxed: tw_reclaim_ack reloads it with acquire. */
 	if (atomic_load_explicit(&tw->reclaim, memory_order_relaxed) != 0)
 		tw_reclaim_ack(tw);
-	if (tw->has_chunk && ((size_t)(tw->end - tw->cur) < SPN_TW_MIN_ROOM ||
-			      tw->count >= SPN_SMB_WRITER_MAX_PACKETS))
-		tw_release_chunk(tw);
+	full = tw->has_chunk && ((size_t)(tw->end - tw->cur) < SPN_TW_MIN_ROOM ||
+				 tw->count >= SPN_SMB_WRITER_MAX_PACKETS);
 	tw->stats.packets++;
-	if (!tw->has_chunk) {
-		if (smb_arbiter_acquire_w(tw->arb, tw, tw->next_chunk_id, 0, false,
-					  &loc) != 0) {
+	if (full || !tw->has_chunk) {
+		/* The next chunk first, then the full one: taking our standby
+		 * chunk before the push lets the drain that push wakes park
+		 * the next one (arbiter.h, "Standby chunks"). */
+		int r = smb_arbiter_acquire_w(tw->arb, tw, tw->next_chunk_id, 0, false,
+					      &loc);
+
+		if (full)
+			tw_release_chunk(tw);
+		if (r != 0) {
 			tw_start_sink(tw, SPN_TW_LOSS_SMB_FULL);
 			return -ENOSPC;
 		}

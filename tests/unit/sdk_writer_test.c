@@ -1070,6 +1070,98 @@ static void test_pressure_reclaims(void **state)
 	env_free(e);
 }
 
+/* The page-word state of chunk (page, chunk) in its page's layout. */
+static uint32_t chunk_state(struct env *e, uint32_t page, uint32_t chunk)
+{
+	return spn_smb_word_state(spn_smb_page_load(&e->arb.smb, page, memory_order_relaxed),
+				  chunk);
+}
+
+/* Standby chunks (arbiter.h): the drain parks a chunk for a writer whose
+ * chunk it listed, the writer's next chunk change takes it, reclaim and
+ * retirement give it back to Free unused, and none is parked while
+ * writers are many. */
+static void test_standby_chunks(void **state)
+{
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct spn_tw *tw = new_writer(e, 1), *many[17];
+	size_t big = payload_of(e) - 64, small = 30;
+	uint32_t page, chunk, i;
+	struct smb_loc loc;
+	uint64_t w;
+
+	(void)state;
+	assert_int_equal(e->arb.layout, SPN_SMB_PAGE_DIV1);
+	/* No chunk listed yet: nothing parked. */
+	both(e, tw, script_blob, &big, NULL, NULL);
+	ts_pump(&e->ts, 0);
+	assert_int_equal(atomic_load(&tw->standby), 0);
+	/* The second packet does not fit: chunk 0 is queued, the writer
+	 * searches for chunk 1 itself; the drain then parks one. */
+	both(e, tw, script_blob, &big, NULL, NULL);
+	assert_int_equal(tw->stats.standby_used, 0);
+	ts_pump(&e->ts, 0);
+	w = atomic_load(&tw->standby);
+	assert_int_not_equal(w, 0);
+	assert_int_equal(e->arb.stats.standby_parked, 1);
+	page = (uint32_t)(w >> 16) - 1u;
+	chunk = (uint32_t)w & 0xFFu;
+	assert_true(page != tw->page);
+	assert_int_equal(chunk_state(e, page, chunk), SPN_SMB_BEING_WRITTEN);
+	loc.hdr = spn_smb_chunk(&e->arb.smb, page, SPN_SMB_PAGE_DIV1, chunk);
+	assert_int_equal(atomic_load(&loc.hdr->writer_id), tw->writer_id);
+	assert_int_equal(atomic_load(&loc.hdr->packets), 0); /* nothing to scrape */
+	/* The next change takes it: chunk id 2 in the parked chunk. */
+	both(e, tw, script_blob, &big, NULL, NULL);
+	assert_int_equal(tw->stats.standby_used, 1);
+	assert_int_equal(tw->page, page);
+	assert_int_equal(tw->chunk, chunk);
+	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 2);
+	ts_pump(&e->ts, 0);
+	/* Reclaim robs the idle writer of its partial chunk and its standby,
+	 * which goes back to Free. */
+	w = atomic_load(&tw->standby);
+	assert_int_not_equal(w, 0);
+	page = (uint32_t)(w >> 16) - 1u;
+	assert_int_equal(smb_arbiter_reclaim(&e->arb), 0);
+	assert_int_equal(atomic_load(&tw->standby), 0);
+	assert_int_equal(e->arb.stats.standby_returned, 1);
+	assert_int_equal(spn_smb_page_load(&e->arb.smb, page, memory_order_relaxed), 0);
+	ts_pump(&e->ts, 0);
+	expect_all(e);
+	/* Chunk ids stay consecutive: 0, 1, 2 committed, 3 next. */
+	assert_int_equal(e->chunks.n, 3);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(e->chunks.v[i].chunk_id, i);
+	both(e, tw, script_blob, &small, NULL, NULL);
+	spn_tw_flush(tw);
+	ts_pump(&e->ts, 0);
+	assert_int_equal(e->chunks.v[3].chunk_id, 3);
+	/* A retired writer's standby is freed when the drain retires it. */
+	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	spn_tw_destroy(tw);
+	ts_pump(&e->ts, 0);
+	assert_int_equal(e->arb.stats.standby_returned, 2);
+	/* Many writers (17 * SMB_STANDBY_RATIO > 64 chunks): none parked. */
+	for (i = 0; i < 17; i++) {
+		many[i] = new_writer(e, 1);
+		both(e, many[i], script_blob, &small, NULL, NULL);
+		spn_tw_flush(many[i]);
+	}
+	ts_pump(&e->ts, 0);
+	for (i = 0; i < 17; i++) {
+		assert_int_equal(atomic_load(&many[i]->standby), 0);
+		spn_tw_destroy(many[i]);
+	}
+	ts_pump(&e->ts, 0);
+	expect_all(e);
+	assert_int_equal(e->arb.stats.abi_errors, 0);
+	/* Everything is free again. */
+	for (i = 0; i < e->arb.smb.num_pages; i++)
+		assert_int_equal(spn_smb_page_load(&e->arb.smb, i, memory_order_relaxed), 0);
+	env_free(e);
+}
+
 /* ---- Writer ids, drain limits, flush ids, count limit -------------------- */
 
 static void test_writer_ids(void **state)
@@ -1324,6 +1416,7 @@ int main(void)
 		cmocka_unit_test(test_flush_hands_back),
 		cmocka_unit_test(test_reclaim),
 		cmocka_unit_test(test_pressure_reclaims),
+		cmocka_unit_test(test_standby_chunks),
 		cmocka_unit_test(test_writer_ids),
 		cmocka_unit_test(test_drain_split_and_flush_id),
 		cmocka_unit_test(test_packets_per_chunk_limit),

@@ -249,15 +249,18 @@ static void test_packets_encoding(void **state)
 
 /* ---- Transitions ----------------------------------------------------------- */
 
-/* The five chunk transitions, as (operation, from state, to state). */
-enum op { OP_WRITE, OP_COMPLETE, OP_READ, OP_FREE_READ, OP_FREE_COMPLETE, OP_N };
+/* The six chunk transitions, as (operation, from state, to state). */
+enum op {
+	OP_WRITE, OP_COMPLETE, OP_READ, OP_FREE_READ, OP_FREE_COMPLETE,
+	OP_FREE_WRITTEN, OP_N
+};
 static const uint32_t op_from[OP_N] = {
 	SPN_SMB_FREE, SPN_SMB_BEING_WRITTEN, SPN_SMB_COMPLETE,
-	SPN_SMB_BEING_READ, SPN_SMB_COMPLETE,
+	SPN_SMB_BEING_READ, SPN_SMB_COMPLETE, SPN_SMB_BEING_WRITTEN,
 };
 static const uint32_t op_to[OP_N] = {
 	SPN_SMB_BEING_WRITTEN, SPN_SMB_COMPLETE, SPN_SMB_BEING_READ,
-	SPN_SMB_FREE, SPN_SMB_FREE,
+	SPN_SMB_FREE, SPN_SMB_FREE, SPN_SMB_FREE,
 };
 
 static int run_op(struct spn_smb *smb, enum op op, uint32_t page, uint32_t layout,
@@ -275,6 +278,8 @@ static int run_op(struct spn_smb *smb, enum op op, uint32_t page, uint32_t layou
 		return spn_smb_try_acquire_read(smb, page, chunk, layout_out);
 	case OP_FREE_READ:
 		return spn_smb_try_free(smb, page, layout, chunk, SPN_SMB_BEING_READ);
+	case OP_FREE_WRITTEN:
+		return spn_smb_try_free(smb, page, layout, chunk, SPN_SMB_BEING_WRITTEN);
 	default:
 		return spn_smb_try_free(smb, page, layout, chunk, SPN_SMB_COMPLETE);
 	}
@@ -409,10 +414,8 @@ static void test_bad_requests(void **state)
 	set_word(&smb, 0, (SPN_SMB_PAGE_DIV4 << 28) | 0xFF);
 	assert_int_equal(spn_smb_try_acquire_read(&smb, 0, 4, &layout), -EINVAL);
 	assert_int_equal(spn_smb_try_acquire_read(&smb, 0, 14, &layout), -EINVAL);
-	/* Free only from BeingRead or Complete. */
+	/* Free only from BeingRead, Complete or BeingWritten. */
 	assert_int_equal(spn_smb_try_free(&smb, 0, SPN_SMB_PAGE_DIV4, 0, SPN_SMB_FREE), -EINVAL);
-	assert_int_equal(spn_smb_try_free(&smb, 0, SPN_SMB_PAGE_DIV4, 0,
-					  SPN_SMB_BEING_WRITTEN), -EINVAL);
 	assert_int_equal(spn_smb_try_free(&smb, 0, SPN_SMB_PAGE_DIV4, 0, 7), -EINVAL);
 	/* The page has another layout than the caller thinks. */
 	set_word(&smb, 0, (SPN_SMB_PAGE_DIV4 << 28) | (1 << 2) | (2 << 4) | (3 << 6));
