@@ -56,7 +56,7 @@ void te_clock_pair(uint64_t *tsc, uint64_t *ns)
 		uint64_t b = te_boottime();
 		uint64_t t2 = te_rdtsc();
 
-		if (t2 - t1 < best) {
+		if (i == 0 || t2 - t1 < best) {
 			best = t2 - t1;
 			*tsc = t1 + (t2 - t1) / 2;
 			*ns = b;
