@@ -148,6 +148,15 @@ struct spn_tw {
 	/* enum spn_tw_reclaim: the I/O thread requests and steals, the owner
 	 * cancels and acknowledges (CAS, see trace_writer.c) */
 	_Atomic uint32_t reclaim;
+	/* a chunk the I/O thread acquired for this writer ahead of time
+	 * (arbiter.h, "Standby chunks"): 0, or its location word. The I/O
+	 * thread stores a chunk (release) only while it is 0; the owner
+	 * takes it (acquire load, then stores 0) only inside a packet; the
+	 * I/O thread takes it back only while it holds reclaim == STEALING
+	 * or after the writer retired. On the line every packet start loads
+	 * (reclaim): the miss its store causes falls on some ordinary event
+	 * after the I/O thread parked it, not on the chunk change. */
+	_Atomic uint64_t standby;
 	struct spn_tw_level nest[SPN_TW_MAX_NESTING]; /* open messages */
 
 	/* ---- slow path (owner thread; the I/O thread reads the chunk
@@ -176,18 +185,17 @@ struct spn_tw {
 	 * that must be able to carry patches and whose node has none */
 	struct smb_patch *spare;
 	struct spn_tw_stats stats;	/* counters */
-	/* a chunk the I/O thread acquired for this writer ahead of time
-	 * (arbiter.h, "Standby chunks"): 0, or its location word. The I/O
-	 * thread stores a chunk (release) only while it is 0; the owner
-	 * takes it (acquire load, then stores 0) only inside a packet; the
-	 * I/O thread takes it back only while it holds reclaim == STEALING
-	 * or after the writer retired. Its own line: the I/O thread writes
-	 * it while the owner is busy with the lines above. */
-	_Alignas(64) _Atomic uint64_t standby;
-	_Alignas(64) uint8_t dummy_slot[4]; /* where dead levels' sizes go */
+	uint8_t dummy_slot[4];		/* where dead levels' sizes go */
 	/* sink for dropped packets: a fake chunk header, then the payload */
 	_Alignas(8) uint8_t scratch[SPN_TW_SCRATCH_SIZE];
 };
+
+#ifndef __cplusplus
+/* Writers are 64-byte aligned (smb_arbiter_create_writer); the hot path's
+ * fields, in_packet, reclaim and standby share the first line. */
+_Static_assert(offsetof(struct spn_tw, standby) + sizeof(uint64_t) <= 64,
+	       "the hot fields of a trace writer fill one cache line");
+#endif
 
 /* ---- Out of line (src/smb/trace_writer.c) ------------------------------ */
 

@@ -381,13 +381,15 @@ static void smb_standby_loc(struct smb_arbiter *arb, uint64_t w, struct smb_loc 
 }
 
 /*
- * Writer, inside a packet: takes tw's standby chunk if the drain parked one,
- * as chunk `chunk_id` with `packets`. No search and no CAS: the drain did
- * both. Returns false when there is none.
+ * Writer, inside a packet: takes tw's standby chunk if the drain parked one.
+ * No search and no CAS: the drain did both. Its header still says chunk id
+ * 0 and packets 0; smb_arbiter_publish_w() writes them once the caller has
+ * queued its full chunk (loc->standby tells it to), so that the stores to
+ * the header's line, which the drain wrote last, wait in the store buffer
+ * behind no locked instruction of ours. Returns false when there is none.
  */
 static bool smb_take_standby(struct smb_arbiter *arb, struct spn_tw *tw,
-			     uint32_t chunk_id, uint16_t packets, bool carries_patches,
-			     struct smb_loc *loc)
+			     bool carries_patches, struct smb_loc *loc)
 {
 	/* Acquire: pairs with the drain's release store in smb_park_standby,
 	 * so its acquire CAS on the page word, its header stores and its
@@ -407,13 +409,20 @@ static bool smb_take_standby(struct smb_arbiter *arb, struct spn_tw *tw,
 		node->patches = tw->spare;
 		tw->spare = NULL;
 	}
+	loc->standby = true;
+	tw->stats.standby_used++;
+	return true;
+}
+
+void smb_arbiter_publish_w(const struct smb_loc *loc, uint32_t chunk_id, uint16_t packets)
+{
+	if (!loc->standby)
+		return; /* spn_smb_try_acquire_write() wrote them */
 	/* Relaxed: published by the release store of packets just after. */
 	atomic_store_explicit(&loc->hdr->chunk_id, chunk_id, memory_order_relaxed);
 	/* Release: as in spn_smb_try_acquire_write(), the chunk id before
 	 * packets; pairs with a scraper's acquire load of packets. */
 	atomic_store_explicit(&loc->hdr->packets, packets, memory_order_release);
-	tw->stats.standby_used++;
-	return true;
 }
 
 /* I/O thread: parks a free chunk in tw->standby if it has none. */
@@ -500,7 +509,8 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 	uint64_t deadline;
 	long sleep_ns = SMB_STALL_FIRST_NS;
 
-	if (smb_take_standby(arb, tw, chunk_id, packets, carries_patches, loc))
+	loc->standby = false;
+	if (smb_take_standby(arb, tw, carries_patches, loc))
 		return 0;
 	if (smb_scan(arb, &tw->page_hint, tw->writer_id, chunk_id, packets, block,
 		     loc) == 0) {

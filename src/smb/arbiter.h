@@ -356,12 +356,16 @@ struct smb_loc {
 	uint32_t page;			  /* page index */
 	uint32_t chunk;			  /* chunk index in the page */
 	uint32_t layout;		  /* layout of the page */
+	bool standby;			  /* it was the writer's standby chunk:
+					   * smb_arbiter_publish_w() still has
+					   * to write its id and packets */
 };
 
 /*
  * Takes a free chunk for tw (partitioning a free page if needed, starting
  * the search at tw->page_hint) and writes its header: chunk_id, tw's
- * writer id and `packets`. With `carries_patches`, the chunk's node must be
+ * writer id and `packets` (for a standby chunk, smb_arbiter_publish_w()
+ * does that later). With `carries_patches`, the chunk's node must be
  * able to carry patches: if it has no block yet it gets tw->spare (the
  * caller made sure there is one). Honours the stall option. Fills *loc.
  * Returns 0 or -ENOSPC (no free chunk; counted).
@@ -369,6 +373,13 @@ struct smb_loc {
 int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 			  uint32_t chunk_id, uint16_t packets, bool carries_patches,
 			  struct smb_loc *loc);
+
+/*
+ * Writes the chunk id and packets of a chunk taken from the writer's standby
+ * (loc->standby; otherwise the acquisition wrote them already). Call it
+ * before writing into the chunk.
+ */
+void smb_arbiter_publish_w(const struct smb_loc *loc, uint32_t chunk_id, uint16_t packets);
 
 /*
  * Queues chunk (page, chunk) of tw for commit. If `open_for_patches`, the

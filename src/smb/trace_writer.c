@@ -64,6 +64,7 @@ static void tw_use_chunk(struct spn_tw *tw, const struct smb_loc *loc,
 {
 	struct smb_arbiter *arb = tw->arb;
 
+	smb_arbiter_publish_w(loc, tw->next_chunk_id, packets);
 	tw->hdr = loc->hdr;
 	tw->page = loc->page;
 	tw->chunk = loc->chunk;
