@@ -19,7 +19,12 @@
 // plays the SDK's I/O thread and the service (smb_arbiter_drain, then take,
 // copy and free each chunk). Writers wait for the drainer between bursts
 // (not timed), so the SMB never fills. The layer picks its clock as it
-// would in an app (the TSC where safe).
+// would in an app (the TSC where safe). Writers pay the SDK's wake check
+// (bench_wake) where the SDK's would. Unlike the SDK's I/O thread, which
+// drains when woken and then once per commit period (1 ms) while there is
+// more, the drainer polls: each writer finds its standby chunk (arbiter.h)
+// parked at nearly every chunk change, as it would in the SDK only while it
+// fills less than a chunk per commit period.
 //
 // "raw16" is the trace writer alone writing a packet of the size of a
 // slice event (begin, one 16-byte append, end): the floor under every event.
@@ -287,7 +292,7 @@ static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t 
 	struct bench_env *e = calloc(1, sizeof(*e));
 	struct bench_drainer *d = calloc(1, sizeof(*d));
 	struct bench_writer *w = calloc(BENCH_MAX_THREADS, sizeof(*w));
-	struct smb_arbiter_opts ao = { .direct_patching = true };
+	struct smb_arbiter_opts ao = { .direct_patching = true, .wake = bench_wake };
 	pthread_t th[BENCH_MAX_THREADS], dt;
 	pthread_barrier_t start;
 	double mean = 0;

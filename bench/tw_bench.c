@@ -175,7 +175,7 @@ static double pct_ns(const uint32_t *sorted, uint32_t n, double p)
 static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t *all,
 			uint32_t *n_all, uint64_t *dropped)
 {
-	struct smb_arbiter_opts o = { .direct_patching = true,
+	struct smb_arbiter_opts o = { .direct_patching = true, .wake = bench_wake,
 				      .force_heavy_fence = bc->heavy };
 	struct bench_writer *w;
 	struct bench_drainer *d;
