@@ -442,21 +442,20 @@ static void pp_store_prefix(struct svc_producer *p, struct svc_tbuf *tb,
 
 /*
  * Moves one chunk from the SMB into its buffer (§5.1 step 2, §5.2). The
- * chunk is copied once, straight into the room its record will have in the
- * buffer (svc_tbuf_lane_stage: unpublished, so private), validated there
- * and committed in place; the lane's scratch buffer is the fallback when
- * the buffer has no room or the target is not allowed.
+ * chunk is copied once out of the SMB into the lane's scratch buffer,
+ * which stays in this core's cache from chunk to chunk, and validated
+ * there; svc_tbuf_lane_commit() then streams the validated copy into the
+ * buffer without pulling the ring's cold lines into the cache.
  */
 static void pp_move(struct svc *svc, struct svc_producer *p,
 		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv)
 {
-	uint8_t hdr[SPN_SMB_CHUNK_HEADER_SIZE];
+	uint8_t *hdr = p->lane->scratch;
+	uint8_t *dst = hdr + SPN_SMB_CHUNK_HEADER_SIZE;
 	struct smb_chunk_info info;
 	struct smb_chunk_taken t;
 	struct svc_tbuf_chunk tc;
 	struct svc_tbuf *tb;
-	uint8_t *dst = NULL;
-	size_t cap;
 	int rc = -EAGAIN;
 
 	if (mv->has_data) {
@@ -469,15 +468,10 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 					   &t, &info);
 	if (rc != 0)
 		return; /* not a Complete chunk of this SMB: ignored */
+	rc = smb_chunk_commit_finish(&p->shm->smb, &t, hdr, dst,
+				     SVC_CHUNK_SCRATCH - SPN_SMB_CHUNK_HEADER_SIZE,
+				     &info);
 	tb = pp_allowed(p, mv->target_buffer);
-	cap = t.size - SPN_SMB_CHUNK_HEADER_SIZE;
-	if (tb)
-		dst = svc_tbuf_lane_stage(tb, p->lane->idx, (uint32_t)cap);
-	if (!dst) {
-		dst = p->lane->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
-		cap = SVC_CHUNK_SCRATCH - SPN_SMB_CHUNK_HEADER_SIZE;
-	}
-	rc = smb_chunk_commit_finish(&p->shm->smb, &t, hdr, dst, cap, &info);
 	if (rc == -ENOSPC || info.end == SMB_CHUNK_BAD_HEADER ||
 	    info.end == SMB_CHUNK_BAD_FRAGMENT) {
 		/* DESIGN.md §4: a producer that breaks the ABI is cut off;

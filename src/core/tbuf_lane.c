@@ -25,6 +25,9 @@
 
 #include <errno.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "core/mem_hooks.h"
 
@@ -560,6 +563,50 @@ out:
 	return rc;
 }
 
+/*
+ * Copies a new record's payload (len bytes from the lane's private copy at
+ * src) into the buffer at dst with streaming stores where the CPU has them:
+ * the payload is written once here and read much later by a reader, so
+ * filling the cache with it (and reading each destination line for
+ * ownership first) would only cost. The caller publishes the record after
+ * this returns; the sfence at the end orders the streaming stores before
+ * that publication (tb_lane_publish's release store of used, which pairs
+ * with the reader's acquire load), since a release store alone does not
+ * order non-temporal stores on x86.
+ */
+static void tb_payload_copy(uint8_t *dst, const uint8_t *src, uint32_t len)
+{
+#ifdef __SSE2__
+	/* Whole cache lines only: the first and last line of a record share
+	 * a line with its header or the next record, which get ordinary
+	 * stores, and a partial streamed line costs a read of memory. */
+	uint32_t i, head = (uint32_t)(-(uintptr_t)dst & 63u);
+
+	if (head >= len) {
+		memcpy(dst, src, len);
+		return;
+	}
+	memcpy(dst, src, head);
+	for (i = head; len - i >= 64; i += 64) {
+		__m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+		__m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
+		__m128i c = _mm_loadu_si128((const __m128i *)(src + i + 32));
+		__m128i d = _mm_loadu_si128((const __m128i *)(src + i + 48));
+
+		_mm_stream_si128((__m128i *)(dst + i), a);
+		_mm_stream_si128((__m128i *)(dst + i + 16), b);
+		_mm_stream_si128((__m128i *)(dst + i + 32), c);
+		_mm_stream_si128((__m128i *)(dst + i + 48), d);
+	}
+	memcpy(dst + i, src + i, len - i);
+	/* Orders the streaming stores before the record's publication (see
+	 * above). */
+	_mm_sfence();
+#else
+	memcpy(dst, src, len);
+#endif
+}
+
 /* Stores a new chunk of sequence seq (NULL when it could not be had). */
 static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 			struct tb_lane_seq *seq,
@@ -585,7 +632,7 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 	/* A staged payload is already there (the reservation is the same:
 	 * nothing moved the cursor since svc_tbuf_lane_stage()). */
 	if ((const uint8_t *)(r + 1) != c->payload)
-		memcpy((uint8_t *)(r + 1), c->payload, c->len);
+		tb_payload_copy((uint8_t *)(r + 1), c->payload, c->len);
 	tb_rec_init(l, r, c->producer_id, c->writer_id, c->chunk_id, c->uid,
 		    c->pid, c->len, meta, 0);
 	if (tb_m_nfrags(meta))

@@ -202,6 +202,27 @@ static void test_basic_read(void **state)
 			 st.abi_violations + st.invalid_packets, 0);
 }
 
+/*
+ * Payloads are streamed into the buffer in whole cache lines with ordinary
+ * stores for the partial lines at either end: every payload length from 1
+ * to a few lines, at every 16-byte record alignment, reads back intact.
+ */
+static void test_payload_copy_sizes(void **state)
+{
+	const uint32_t nmax = 300;
+
+	(void)state;
+	setup_buf(1 << 20, SVC_TBUF_RING, 1);
+	for (uint32_t f = 0; f < nmax; f++)
+		assert_int_equal(put1(0, 1, 5, f, f), SVC_TBUF_STORED);
+	assert_int_equal(read_all(), (int)nmax);
+	for (uint32_t i = 0; i < nmax; i++) {
+		assert_int_equal(PK[i].counter, i);
+		assert_int_equal(PK[i].filler, i);
+		assert_true(PK[i].filler_ok);
+	}
+}
+
 /* trace-config.md §4.1 example: uid 1000, sequence 2, pid 4242. */
 static void test_trailer_bytes(void **state)
 {
@@ -1474,6 +1495,7 @@ int main(void)
 		cmocka_unit_test(test_create_args),
 		cmocka_unit_test(test_geometry),
 		cmocka_unit_test_teardown(test_basic_read, teardown),
+		cmocka_unit_test_teardown(test_payload_copy_sizes, teardown),
 		cmocka_unit_test_teardown(test_trailer_bytes, teardown),
 		cmocka_unit_test_teardown(test_seqids, teardown),
 		cmocka_unit_test_teardown(test_empty_and_compact, teardown),
