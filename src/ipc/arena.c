@@ -13,8 +13,10 @@ static void *ipc_arena_alloc(void *data, size_t size)
 	size_t n = (size + 15u) & ~(size_t)15u;
 	void *p;
 
-	if (n < size || n > IPC_ARENA_SIZE - a->used)
+	if (n < size || n > IPC_ARENA_SIZE - a->used) {
+		a->fallbacks++;
 		return malloc(size ? size : 1);
+	}
 	p = a->base + a->used;
 	a->used += n;
 	return p;
@@ -54,6 +56,11 @@ ProtobufCAllocator *ipc_arena_get(struct ipc_loop *loop)
 size_t ipc_arena_mark(struct ipc_loop *loop)
 {
 	return loop->arena ? loop->arena->used : 0;
+}
+
+uint64_t ipc_arena_fallbacks(struct ipc_loop *loop)
+{
+	return loop->arena ? loop->arena->fallbacks : 0;
 }
 
 void ipc_arena_release_to(struct ipc_loop *loop, size_t mark)

@@ -342,6 +342,7 @@ static void ipc_host_invoke(struct ipc_host *h, struct ipc_conn *c,
 	struct ipc_host_service *s;
 	struct ipc_request req;
 	ProtobufCMessage *args;
+	uint64_t fallbacks;
 	ipc_method_fn fn;
 
 	if (im->service_id == 0 || im->service_id > h->nsvcs) {
@@ -358,6 +359,7 @@ static void ipc_host_invoke(struct ipc_host *h, struct ipc_conn *c,
 		return;
 	}
 	md = &s->desc->methods[im->method_id - 1];
+	fallbacks = ipc_arena_fallbacks(c->loop);
 	args = protobuf_c_message_unpack(md->input, ipc_arena_get(c->loop),
 					 im->args_proto.len,
 					 im->args_proto.data);
@@ -379,7 +381,9 @@ static void ipc_host_invoke(struct ipc_host *h, struct ipc_conn *c,
 		fn(&req, args, s->ctx);
 	else
 		spn_log_debug(IPC_TAG, "%s has no handler", md->name);
-	protobuf_c_message_free_unpacked(args, ipc_arena_get(c->loop));
+	/* Wholly in the arena: the caller's release to its mark frees it. */
+	if (ipc_arena_fallbacks(c->loop) != fallbacks)
+		protobuf_c_message_free_unpacked(args, ipc_arena_get(c->loop));
 	if (!req.deferred && !req.reply.done) {
 		if (fn && !req.reply.drop_reply)
 			spn_log_warn(IPC_TAG, "%s returned without a final "
@@ -411,6 +415,7 @@ static void ipc_host_on_frame(struct ipc_conn *c, const uint8_t *payload,
 	struct ipc_loop *loop = c->loop;
 	ProtobufCAllocator *arena = ipc_arena_get(loop);
 	size_t mark = ipc_arena_mark(loop);
+	uint64_t fallbacks = ipc_arena_fallbacks(loop);
 
 	f = perfetto__protos__ipcframe__unpack(arena, len, payload);
 	if (!f) {
@@ -434,7 +439,9 @@ static void ipc_host_on_frame(struct ipc_conn *c, const uint8_t *payload,
 		ipc_host_request_error(c, f->request_id);
 		break;
 	}
-	perfetto__protos__ipcframe__free_unpacked(f, arena);
+	/* Wholly in the arena: the release to the mark below frees it. */
+	if (ipc_arena_fallbacks(loop) != fallbacks)
+		perfetto__protos__ipcframe__free_unpacked(f, arena);
 	/* The frame and its arguments are done with (the connection may
 	 * be too: c is not used past this point). */
 	ipc_arena_release_to(loop, mark);

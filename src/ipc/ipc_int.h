@@ -174,6 +174,7 @@ struct ipc_arena {
 	ProtobufCAllocator alloc;	/* protobuf-c's view of it */
 	uint8_t *base;			/* IPC_ARENA_SIZE bytes */
 	size_t used;			/* bytes handed out since the reset */
+	uint64_t fallbacks;		/* allocations that went to malloc, ever */
 };
 #define IPC_ARENA_SIZE (256u << 10)
 
@@ -184,6 +185,11 @@ ProtobufCAllocator *ipc_arena_get(struct ipc_loop *loop);
  * only its own). */
 size_t ipc_arena_mark(struct ipc_loop *loop);
 void ipc_arena_release_to(struct ipc_loop *loop, size_t mark);
+/* Allocations that did not fit and went to malloc so far: while it has not
+ * moved since a message was unpacked, the message lies wholly in the arena
+ * and releasing to the mark frees it (protobuf-c's free walk can be
+ * skipped). */
+uint64_t ipc_arena_fallbacks(struct ipc_loop *loop);
 /* Frees the arena (loop destruction). */
 void ipc_arena_free(struct ipc_loop *loop);
 
