@@ -6,15 +6,29 @@
 // the headline). Runs for lanes = 1 and 2.
 //
 // Producers work like the SDK: they commit as chunks fill, without waiting
-// for replies, and wait only when their 256 KiB SMB has no free chunk left
-// ("SMB full": in the SDK's default mode that would be a drop, so a service
-// that keeps up shows 0 there). "svc CPU" is the service process's CPU time
+// for replies, 8 chunks (32 KiB) per CommitData by default. The SDK's I/O
+// thread instead sends all that writers queued since its last send (up to
+// 4096 moves) each time it runs: when woken by a push onto an empty queue,
+// then once per commit period (1 ms) while there is more. A producer here
+// is one thread; --batch 0 models that I/O thread as one that runs again as
+// soon as the service has taken its previous CommitData (one in flight:
+// batches grow when the service is behind and shrink when it keeps up).
+// The real SDK's 1 ms period under flat-out load would let the 256 KiB SMB
+// fill long before each send, which measures the SDK, not the service.
+// Producers wait only when their 256 KiB SMB has no free chunk left ("SMB
+// full": in the SDK's default mode that would be a drop, so a service that
+// keeps up shows 0 there). "svc CPU" is the service process's CPU time
 // over wall time (100% = one core busy); the producers are separate
-// processes and not counted.
+// processes and not counted. On a machine whose cores the producers keep
+// busy, MB/s is bounded by what they can make, so the lane's capacity is
+// also given: MB moved per service CPU second, and that over the memcpy
+// bandwidth (lane_capacity_ratio).
 //
 // usage: commit_bench [--seconds S] [--producers P] [--rate MB/s]
+//                     [--batch N]
 // (--rate caps each producer, to see whether a service with CPU to spare
 // still lets an SMB fill up)
+#include <dirent.h>
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -33,7 +47,8 @@
 
 #define BUF_KB (64u * 1024u)	/* 64 MiB ring buffer */
 #define PAD 200u		/* packet padding: ~210-byte packets */
-#define BATCH 8u		/* chunks per CommitData (32 KiB) */
+#define MAX_MOVES 4096u	/* chunks per CommitData at most (the SDK's
+				 * bound, SMB_COMMIT_MAX_MOVES) */
 
 /* What one producer process reports through its pipe. */
 struct prod_report {
@@ -44,7 +59,11 @@ struct prod_report {
 				 * default mode; here the producer waits) */
 	uint64_t full_ns;	/* time spent waiting for a free chunk */
 	uint64_t ns;		/* time spent producing */
+	uint64_t commits;	/* CommitData requests sent */
 };
+
+/* CommitData requests this producer process sent. */
+static uint64_t commits_sent;
 
 static double cpu_seconds(void)
 {
@@ -53,6 +72,46 @@ static double cpu_seconds(void)
 	getrusage(RUSAGE_SELF, &ru);
 	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
 	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/*
+ * CPU seconds of this process's lane threads (named spn-lane<N>) so far,
+ * from /proc/self/task/<tid>/stat (utime + stime). A lane thread lives for
+ * one run, so a run reads this before it stops the service.
+ */
+static double lane_cpu_seconds(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	double s = 0;
+
+	if (!d)
+		return 0;
+	while ((e = readdir(d))) {
+		char path[300], buf[1024], *p;
+		unsigned long ut, st;
+		FILE *f;
+		size_t n;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		/* "tid (comm) state ..." : utime and stime are fields 14, 15. */
+		p = strrchr(buf, ')');
+		if (!strstr(buf, "(spn-lane") || !p ||
+		    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+			   "%lu %lu", &ut, &st) != 2)
+			continue;
+		s += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	}
+	closedir(d);
+	return s;
 }
 
 /* Encodes one packet (timestamp + for_testing padding) at buf. */
@@ -79,6 +138,7 @@ static void bench_commit(struct th_prod *p,
 	req.n_chunks_to_move = *nmv;
 	req.chunks_to_move = mvp;
 	th_prod_invoke(p, TH_COMMIT, &req.base, true);
+	commits_sent++;
 	*nmv = 0;
 }
 
@@ -109,6 +169,19 @@ static struct spn_smb_chunk_header *bench_take(struct th_prod *p,
 
 /* Producer rate limit in MB/s (0: as fast as it can); set before fork. */
 static double rate_mbps;
+/* Chunks per CommitData (0: all filled since the last send, once the
+ * service took that one); set before fork. */
+static unsigned batch_fixed = 8;
+
+/* True once the service has taken (or freed) chunk 0 of `page`, the last
+ * chunk of the CommitData sent before. */
+static bool bench_taken(struct th_prod *p, uint32_t page)
+{
+	/* Relaxed: only a hint for when to send; nothing is read through it. */
+	uint32_t w = spn_smb_page_load(&p->smb, page, memory_order_relaxed);
+
+	return spn_smb_word_state(w, 0) != SPN_SMB_COMPLETE;
+}
 
 /* Sleeps until `bytes` are due at rate_mbps since t0. */
 static void bench_pace(uint64_t t0, uint64_t bytes)
@@ -123,9 +196,9 @@ static void bench_pace(uint64_t t0, uint64_t bytes)
 
 /*
  * A producer process, shaped like the SDK: waits for the go byte, then for
- * `secs` fills chunks with ~210-byte packets and commits them BATCH at a
- * time as they fill (CommitData without reply), at rate_mbps if set,
- * never waiting for the
+ * `secs` fills chunks with ~210-byte packets and commits them as they fill
+ * (CommitData without reply; see the top for how many per request), at
+ * rate_mbps if set, never waiting for the
  * service unless the SMB (default size, 256 KiB) has no free chunk left;
  * each such moment would be a drop in the SDK's default mode and is
  * counted, with the time spent waiting for the service to free a chunk.
@@ -133,11 +206,12 @@ static void bench_pace(uint64_t t0, uint64_t bytes)
 static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
 			  double secs)
 {
-	Perfetto__Protos__CommitDataRequest__ChunksToMove mv[BATCH];
-	Perfetto__Protos__CommitDataRequest__ChunksToMove *mvp[BATCH];
+	static Perfetto__Protos__CommitDataRequest__ChunksToMove mv[MAX_MOVES];
+	static Perfetto__Protos__CommitDataRequest__ChunksToMove *mvp[MAX_MOVES];
 	struct prod_report r = { 0 };
 	struct th_prod p;
-	uint32_t chunk_id = 0, page = 0;
+	uint32_t chunk_id = 0, page = 0, sent_page = 0;
+	bool in_flight = false;
 	uint64_t t0, end, now;
 	unsigned nmv = 0;
 	uint8_t pkt[PAD + 32];
@@ -164,6 +238,10 @@ static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
 
 			/* SMB full: flush what is pending, wait for a
 			 * chunk to come back. */
+			if (nmv) {
+				sent_page = mv[nmv - 1].page;
+				in_flight = true;
+			}
 			bench_commit(&p, mvp, &nmv);
 			r.full++;
 			while (!(h = bench_take(&p, &page, chunk_id)) &&
@@ -203,7 +281,12 @@ static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
 		page++;
 		r.chunks++;
 		r.bytes += csize;
-		if (nmv == BATCH) {
+		if (in_flight && !batch_fixed)
+			in_flight = !bench_taken(&p, sent_page);
+		if (batch_fixed ? nmv >= batch_fixed :
+				  !in_flight || nmv == MAX_MOVES) {
+			sent_page = page - 1;
+			in_flight = true;
 			bench_commit(&p, mvp, &nmv);
 			if (rate_mbps > 0)
 				bench_pace(t0, r.bytes);
@@ -212,6 +295,7 @@ static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
 	}
 	bench_commit(&p, mvp, &nmv);
 	r.ns = now - t0;
+	r.commits = commits_sent;
 	/* Everything committed has been moved once the fence returns. */
 	th_prod_fence(&p);
 	th_prod_close(&p);
@@ -256,6 +340,10 @@ struct result {
 	uint64_t full;		/* producer found the SMB full (would drop) */
 	double wait_pct;	/* share of producer time spent waiting for it */
 	double cpu_pct;		/* service CPU over wall time (100 = a core) */
+	double lane_cpu_per_gb;	/* the lane threads' share of cpu_per_gb */
+	double capacity_mbps;	/* MB moved per service CPU second */
+	double lane_capacity_mbps; /* MB moved per lane-thread CPU second */
+	double per_commit;	/* chunks per CommitData */
 };
 
 static struct result run(unsigned lanes, unsigned nprod, double secs)
@@ -267,7 +355,7 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
 	struct prod_report total = { 0 };
 	int go[2], out[2];
 	pid_t pids[64];
-	double cpu0, cpu1;
+	double cpu0, cpu1, lane0, lane1;
 	uint64_t t0, t1;
 
 	strcpy(t.dir, "/tmp/spn_bench_XXXXXX");
@@ -290,6 +378,7 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
 	th_cons_connect(&c, &t);
 	th_cons_enable(&c, BUF_KB, "bench.ds");
 	cpu0 = cpu_seconds();
+	lane0 = lane_cpu_seconds();
 	t0 = bench_now_ns();
 	for (unsigned i = 0; i < nprod; i++)
 		if (write(go[1], "g", 1) != 1)
@@ -304,11 +393,13 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
 			total.full += r.full;
 			total.full_ns += r.full_ns;
 			total.ns += r.ns;
+			total.commits += r.commits;
 		}
 		waitpid(pids[i], NULL, 0);
 	}
 	t1 = bench_now_ns();
 	cpu1 = cpu_seconds();
+	lane1 = lane_cpu_seconds();
 	{
 		Perfetto__Protos__GetTraceStatsRequest req =
 			PERFETTO__PROTOS__GET_TRACE_STATS_REQUEST__INIT;
@@ -340,7 +431,11 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
 	res.chunks_per_s = total.chunks / ((t1 - t0) / 1e9);
 	res.cpu_per_gb = total.bytes ? (cpu1 - cpu0) / (total.bytes / 1e9) : 0;
 	res.cpu_pct = 100.0 * (cpu1 - cpu0) / ((t1 - t0) / 1e9);
+	res.lane_cpu_per_gb = total.bytes ? (lane1 - lane0) / (total.bytes / 1e9) : 0;
+	res.capacity_mbps = cpu1 > cpu0 ? total.bytes / 1e6 / (cpu1 - cpu0) : 0;
+	res.lane_capacity_mbps = lane1 > lane0 ? total.bytes / 1e6 / (lane1 - lane0) : 0;
 	res.full = total.full;
+	res.per_commit = total.commits ? (double)total.chunks / total.commits : 0;
 	res.wait_pct = total.ns ? 100.0 * total.full_ns / total.ns : 0;
 	return res;
 }
@@ -349,6 +444,7 @@ int main(int argc, char **argv)
 {
 	double secs = 2.0;
 	unsigned nprod = 2;
+	struct result res[2];
 	struct bench_json j;
 	double mc;
 
@@ -359,14 +455,17 @@ int main(int argc, char **argv)
 			nprod = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
 			rate_mbps = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+			batch_fixed = (unsigned)atoi(argv[++i]);
 		else {
 			fprintf(stderr, "usage: commit_bench [--seconds S] "
 					"[--producers P] [--rate MB/s per "
-					"producer]\n");
+					"producer] [--batch N]\n");
 			return 2;
 		}
 	}
-	if (nprod < 1 || nprod > 64 || secs <= 0 || rate_mbps < 0) {
+	if (nprod < 1 || nprod > 64 || secs <= 0 || rate_mbps < 0 ||
+	    batch_fixed > MAX_MOVES) {
 		fprintf(stderr, "commit_bench: bad arguments\n");
 		return 2;
 	}
@@ -379,12 +478,18 @@ int main(int argc, char **argv)
 	       bench_cores(), mc);
 	if (rate_mbps > 0)
 		printf("each producer at most %.0f MB/s\n", rate_mbps);
+	if (batch_fixed)
+		printf("%u chunks per CommitData\n", batch_fixed);
+	else
+		printf("CommitData: all chunks filled since the last one, once "
+		       "the service took that\n");
 	printf("%-6s %10s %12s %10s %14s %8s %10s %8s %10s %6s\n", "lanes",
 	       "MB/s", "chunks/s", "vs memcpy", "svc CPU s/GB", "svc CPU",
 	       "stored MB", "SMB full", "prod wait", "lost");
 	for (unsigned lanes = 1; lanes <= 2; lanes++) {
 		struct result r = run(lanes, nprod, secs);
 
+		res[lanes - 1] = r;
 		printf("%-6u %10.1f %12.0f %9.1f%% %14.3f %7.0f%% %10.1f %8llu "
 		       "%9.1f%% %6llu\n",
 		       r.lanes, r.mbps, r.chunks_per_s, 100.0 * r.mbps / mc,
@@ -394,19 +499,44 @@ int main(int argc, char **argv)
 		bench_json_result(&j,
 				  "\"lanes\": %u, \"producers\": %u, "
 				  "\"producer_rate_mb_per_s\": %.0f, "
+				  "\"fixed_batch\": %u, "
 				  "\"mb_per_s\": %.1f, \"chunks_per_s\": %.0f, "
 				  "\"memcpy_mb_per_s\": %.0f, \"ratio\": %.4f, "
 				  "\"service_cpu_s_per_gb\": %.4f, "
 				  "\"service_cpu_pct\": %.1f, "
 				  "\"stored_bytes\": %llu, \"lost_chunks\": %llu, "
 				  "\"smb_full_events\": %llu, "
-				  "\"producer_wait_pct\": %.2f",
-				  r.lanes, nprod, rate_mbps, r.mbps,
+				  "\"producer_wait_pct\": %.2f, "
+				  "\"capacity_mb_per_service_cpu_s\": %.1f, "
+				  "\"lane_capacity_ratio\": %.4f, "
+				  "\"lane_thread_cpu_s_per_gb\": %.4f, "
+				  "\"lane_thread_mb_per_cpu_s\": %.1f, "
+				  "\"chunks_per_commit\": %.1f",
+				  r.lanes, nprod, rate_mbps, batch_fixed, r.mbps,
 				  r.chunks_per_s, mc,
 				  r.mbps / mc, r.cpu_per_gb, r.cpu_pct,
 				  (unsigned long long)r.stored,
 				  (unsigned long long)r.lost,
-				  (unsigned long long)r.full, r.wait_pct);
+				  (unsigned long long)r.full, r.wait_pct,
+				  r.capacity_mbps, r.capacity_mbps / mc,
+				  r.lane_cpu_per_gb, r.lane_capacity_mbps,
+				  r.per_commit);
 	}
+	printf("\nlane capacity (MB moved per CPU second, same run):\n");
+	printf("%-6s %18s %12s %18s %16s %14s\n", "lanes", "per svc CPU s",
+	       "vs memcpy", "per lane-thread s", "lane CPU s/GB",
+	       "chunks/commit");
+	for (unsigned lanes = 1; lanes <= 2; lanes++) {
+		const struct result *r = &res[lanes - 1];
+
+		printf("%-6u %18.1f %11.1f%% %18.1f %16.3f %14.1f\n", r->lanes,
+		       r->capacity_mbps, 100.0 * r->capacity_mbps / mc,
+		       r->lane_capacity_mbps, r->lane_cpu_per_gb,
+		       r->per_commit);
+	}
+	printf("ratio (MB/s vs memcpy): lanes 1 %.3f, lanes 2 %.3f; "
+	       "lane_capacity_ratio: lanes 1 %.3f, lanes 2 %.3f\n",
+	       res[0].mbps / mc, res[1].mbps / mc, res[0].capacity_mbps / mc,
+	       res[1].capacity_mbps / mc);
 	return bench_json_close(&j) < 0;
 }
