@@ -939,6 +939,46 @@ static void test_largest_frame_accepted(void **state)
 	raw_close(r);
 }
 
+/* A frame whose unpacked form outgrows the loop's 256 KiB decode arena
+ * (65,000 empty data_for_testing entries: 2 bytes each on the wire, a
+ * 16-byte ProtobufCBinaryData each unpacked) takes protobuf-c's malloc
+ * fallback: it is still handled and freed whole (ASan's leak check in CI),
+ * and the next request on the connection, which fits, works. */
+static void test_frame_beyond_decode_arena(void **state)
+{
+	Perfetto__Protos__IPCFrame__BindService bs =
+		PERFETTO__PROTOS__IPCFRAME__BIND_SERVICE__INIT;
+	IpcFrame f = PERFETTO__PROTOS__IPCFRAME__INIT;
+	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
+	struct raw *r = raw_connect(srv.path);
+	ProtobufCBinaryData *pad;
+	const size_t n = 65000;
+	IpcFrame *g;
+
+	(void)state;
+	pad = calloc(n, sizeof(*pad));
+	assert_non_null(pad);
+	f.has_request_id = 1;
+	f.request_id = 1;
+	f.msg_case = PERFETTO__PROTOS__IPCFRAME__MSG_MSG_BIND_SERVICE;
+	f.msg_bind_service = &bs;
+	bs.service_name = (char *)"OtherService";
+	f.n_data_for_testing = n;
+	f.data_for_testing = pad;
+	assert_true(perfetto__protos__ipcframe__get_packed_size(&f) <=
+		    SPN_IPC_MAX_FRAME_PAYLOAD);
+	assert_true(n * sizeof(*pad) > (256u << 10));
+	raw_send_frame(r, &f, -1);
+	g = raw_expect(r, 1, BSR);
+	assert_int_equal(g->msg_bind_service_reply->service_id, 2);
+	ipc_frame_free(g);
+	free(pad);
+	req.text = (char *)"after";
+	raw_invoke(r, 2, 1, M_ECHO, &req, false, -1);
+	raw_expect_echo(r, 2, "after");
+	raw_close(r);
+}
+
 static void test_drop_reply_sends_nothing(void **state)
 {
 	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
@@ -1837,6 +1877,7 @@ int main(void)
 		cmocka_unit_test(test_request_error_and_ignored_frames),
 		cmocka_unit_test(test_oversized_frame_closes_only_its_connection),
 		cmocka_unit_test(test_largest_frame_accepted),
+		cmocka_unit_test(test_frame_beyond_decode_arena),
 		cmocka_unit_test(test_drop_reply_sends_nothing),
 		cmocka_unit_test(test_streaming_has_more),
 		cmocka_unit_test(test_fd_with_request_and_unclaimed_fd),
