@@ -257,6 +257,15 @@ static uint32_t smb_pick_layout(struct smb_arbiter *arb)
 	return arb->layout;
 }
 
+/* Gives node the patch block *block (NULL: none needed) unless it has one. */
+static void smb_node_give_block(struct smb_chunk_node *node, struct smb_patch **block)
+{
+	if (block && !node->patches) {
+		node->patches = *block;
+		*block = NULL;
+	}
+}
+
 /* A chunk just won: check its node and give it a patch block if needed.
  * Returns false (chunk given up) if the node is still queued. */
 static bool smb_claim_node(struct smb_arbiter *arb, struct smb_patch **block,
@@ -271,10 +280,7 @@ static bool smb_claim_node(struct smb_arbiter *arb, struct smb_patch **block,
 		atomic_fetch_add_explicit(&arb->stats.abi_errors, 1, memory_order_relaxed);
 		return false;
 	}
-	if (block && !node->patches) {
-		node->patches = *block;
-		*block = NULL;
-	}
+	smb_node_give_block(node, block);
 	return true;
 }
 
@@ -365,19 +371,13 @@ static void smb_low_water_check(struct smb_arbiter *arb)
 
 /* ---- Standby chunks (see the top of arbiter.h) -------------------------- */
 
-/* The standby word of a chunk: page + 1, layout, chunk index (0: none). */
-static uint64_t smb_standby_word(const struct smb_loc *loc)
+/* Standby chunks are parked while writers are few (see arbiter.h). */
+static bool smb_standby_on(struct smb_arbiter *arb)
 {
-	return ((uint64_t)loc->page + 1u) << 16 | (uint64_t)loc->layout << 8 | loc->chunk;
-}
-
-/* Where standby word w (non-zero) points. */
-static void smb_standby_loc(struct smb_arbiter *arb, uint64_t w, struct smb_loc *loc)
-{
-	loc->page = (uint32_t)(w >> 16) - 1u;
-	loc->layout = (uint32_t)(w >> 8) & 0xFFu;
-	loc->chunk = (uint32_t)w & 0xFFu;
-	loc->hdr = spn_smb_chunk(&arb->smb, loc->page, loc->layout, loc->chunk);
+	/* Relaxed: a hint, as in smb_pick_layout. */
+	return !arb->opts.no_standby &&
+	       atomic_load_explicit(&arb->live_writers, memory_order_relaxed) *
+			       SMB_STANDBY_RATIO <= arb->total_chunks;
 }
 
 /*
@@ -389,13 +389,12 @@ static void smb_standby_loc(struct smb_arbiter *arb, uint64_t w, struct smb_loc 
  * behind no locked instruction of ours. Returns false when there is none.
  */
 static bool smb_take_standby(struct smb_arbiter *arb, struct spn_tw *tw,
-			     bool carries_patches, struct smb_loc *loc)
+			     struct smb_patch **block, struct smb_loc *loc)
 {
 	/* Acquire: pairs with the drain's release store in smb_park_standby,
 	 * so its acquire CAS on the page word, its header stores and its
 	 * check that the node is IDLE happen-before our use of the chunk. */
 	uint64_t w = atomic_load_explicit(&tw->standby, memory_order_acquire);
-	struct smb_chunk_node *node;
 
 	if (!w)
 		return false;
@@ -403,12 +402,8 @@ static bool smb_take_standby(struct smb_arbiter *arb, struct spn_tw *tw,
 	 * and needs nothing of ours; reclaim reads it after in_packet's
 	 * release store of 0 (see smb_return_standby). */
 	atomic_store_explicit(&tw->standby, 0, memory_order_relaxed);
-	smb_standby_loc(arb, w, loc);
-	node = smb_arbiter_node(arb, loc->page, loc->chunk);
-	if (carries_patches && !node->patches) {
-		node->patches = tw->spare;
-		tw->spare = NULL;
-	}
+	smb_standby_loc(&arb->smb, w, loc);
+	smb_node_give_block(smb_arbiter_node(arb, loc->page, loc->chunk), block);
 	loc->standby = true;
 	tw->stats.standby_used++;
 	return true;
@@ -458,7 +453,7 @@ static void smb_return_standby(struct smb_arbiter *arb, struct spn_tw *tw)
 	if (!w)
 		return;
 	atomic_store_explicit(&tw->standby, 0, memory_order_relaxed);
-	smb_standby_loc(arb, w, &loc);
+	smb_standby_loc(&arb->smb, w, &loc);
 	for (i = 0; i < SMB_COMPLETE_TRIES && r == -EAGAIN; i++)
 		r = spn_smb_try_free(&arb->smb, loc.page, loc.layout, loc.chunk,
 				     SPN_SMB_BEING_WRITTEN);
@@ -473,10 +468,7 @@ static void smb_refill_standby(struct smb_arbiter *arb, bool pressure)
 {
 	uint32_t i;
 
-	/* Relaxed: a hint, as in smb_pick_layout. */
-	if (!pressure && !arb->opts.no_standby &&
-	    atomic_load_explicit(&arb->live_writers, memory_order_relaxed) *
-			    SMB_STANDBY_RATIO <= arb->total_chunks) {
+	if (!pressure && smb_standby_on(arb)) {
 		pthread_mutex_lock(&arb->lock);
 		for (i = 0; i < arb->nrefill; i++) {
 			struct spn_tw *tw = arb->writers[arb->refill[i]];
@@ -489,11 +481,14 @@ static void smb_refill_standby(struct smb_arbiter *arb, bool pressure)
 	arb->nrefill = 0;
 }
 
-/* I/O thread: notes that the drain listed a chunk of writer `id`. */
+/* I/O thread: notes that the drain listed a chunk of writer `id` (not
+ * while standby chunks are off: nobody would get one). */
 static void smb_note_refill(struct smb_arbiter *arb, uint16_t id)
 {
 	uint32_t i;
 
+	if (!smb_standby_on(arb))
+		return;
 	for (i = 0; i < arb->nrefill; i++)
 		if (arb->refill[i] == id)
 			return;
@@ -510,7 +505,7 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 	long sleep_ns = SMB_STALL_FIRST_NS;
 
 	loc->standby = false;
-	if (smb_take_standby(arb, tw, carries_patches, loc))
+	if (smb_take_standby(arb, tw, block, loc))
 		return 0;
 	if (smb_scan(arb, &tw->page_hint, tw->writer_id, chunk_id, packets, block,
 		     loc) == 0) {

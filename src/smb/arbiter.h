@@ -374,6 +374,21 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 			  uint32_t chunk_id, uint16_t packets, bool carries_patches,
 			  struct smb_loc *loc);
 
+/* The standby word of a chunk: page + 1, layout, chunk index (0: none). */
+static inline uint64_t smb_standby_word(const struct smb_loc *loc)
+{
+	return ((uint64_t)loc->page + 1u) << 16 | (uint64_t)loc->layout << 8 | loc->chunk;
+}
+
+/* Where standby word w (non-zero) points in smb (loc->standby untouched). */
+static inline void smb_standby_loc(struct spn_smb *smb, uint64_t w, struct smb_loc *loc)
+{
+	loc->page = (uint32_t)(w >> 16) - 1u;
+	loc->layout = (uint32_t)(w >> 8) & 0xFFu;
+	loc->chunk = (uint32_t)w & 0xFFu;
+	loc->hdr = spn_smb_chunk(smb, loc->page, loc->layout, loc->chunk);
+}
+
 /*
  * Writes the chunk id and packets of a chunk taken from the writer's standby
  * (loc->standby; otherwise the acquisition wrote them already). Call it

@@ -1086,8 +1086,8 @@ static void test_standby_chunks(void **state)
 	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1), *many[17];
 	size_t big = payload_of(e) - 64, small = 30;
-	uint32_t page, chunk, i;
 	struct smb_loc loc;
+	uint32_t i;
 	uint64_t w;
 
 	(void)state;
@@ -1104,29 +1104,28 @@ static void test_standby_chunks(void **state)
 	w = atomic_load(&tw->standby);
 	assert_int_not_equal(w, 0);
 	assert_int_equal(e->arb.stats.standby_parked, 1);
-	page = (uint32_t)(w >> 16) - 1u;
-	chunk = (uint32_t)w & 0xFFu;
-	assert_true(page != tw->page);
-	assert_int_equal(chunk_state(e, page, chunk), SPN_SMB_BEING_WRITTEN);
-	loc.hdr = spn_smb_chunk(&e->arb.smb, page, SPN_SMB_PAGE_DIV1, chunk);
+	smb_standby_loc(&e->arb.smb, w, &loc);
+	assert_int_equal(loc.layout, SPN_SMB_PAGE_DIV1);
+	assert_true(loc.page != tw->page);
+	assert_int_equal(chunk_state(e, loc.page, loc.chunk), SPN_SMB_BEING_WRITTEN);
 	assert_int_equal(atomic_load(&loc.hdr->writer_id), tw->writer_id);
 	assert_int_equal(atomic_load(&loc.hdr->packets), 0); /* nothing to scrape */
 	/* The next change takes it: chunk id 2 in the parked chunk. */
 	both(e, tw, script_blob, &big, NULL, NULL);
 	assert_int_equal(tw->stats.standby_used, 1);
-	assert_int_equal(tw->page, page);
-	assert_int_equal(tw->chunk, chunk);
+	assert_int_equal(tw->page, loc.page);
+	assert_int_equal(tw->chunk, loc.chunk);
 	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 2);
 	ts_pump(&e->ts, 0);
 	/* Reclaim robs the idle writer of its partial chunk and its standby,
 	 * which goes back to Free. */
 	w = atomic_load(&tw->standby);
 	assert_int_not_equal(w, 0);
-	page = (uint32_t)(w >> 16) - 1u;
+	smb_standby_loc(&e->arb.smb, w, &loc);
 	assert_int_equal(smb_arbiter_reclaim(&e->arb), 0);
 	assert_int_equal(atomic_load(&tw->standby), 0);
 	assert_int_equal(e->arb.stats.standby_returned, 1);
-	assert_int_equal(spn_smb_page_load(&e->arb.smb, page, memory_order_relaxed), 0);
+	assert_int_equal(spn_smb_page_load(&e->arb.smb, loc.page, memory_order_relaxed), 0);
 	ts_pump(&e->ts, 0);
 	expect_all(e);
 	/* Chunk ids stay consecutive: 0, 1, 2 committed, 3 next. */
