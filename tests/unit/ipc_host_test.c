@@ -901,6 +901,16 @@ static void test_oversized_frame_closes_only_its_connection(void **state)
 	raw_close(b);
 }
 
+/* Frame f becomes request 1: bind "OtherService" (bs). */
+static void bind_other(IpcFrame *f, Perfetto__Protos__IPCFrame__BindService *bs)
+{
+	f->has_request_id = 1;
+	f->request_id = 1;
+	f->msg_case = PERFETTO__PROTOS__IPCFRAME__MSG_MSG_BIND_SERVICE;
+	f->msg_bind_service = bs;
+	bs->service_name = (char *)"OtherService";
+}
+
 static void test_largest_frame_accepted(void **state)
 {
 	Perfetto__Protos__IPCFrame__BindService bs =
@@ -914,11 +924,7 @@ static void test_largest_frame_accepted(void **state)
 
 	(void)state;
 	/* A bind padded with data_for_testing to exactly 131068 bytes. */
-	f.has_request_id = 1;
-	f.request_id = 1;
-	f.msg_case = PERFETTO__PROTOS__IPCFRAME__MSG_MSG_BIND_SERVICE;
-	f.msg_bind_service = &bs;
-	bs.service_name = (char *)"OtherService";
+	bind_other(&f, &bs);
 	pad.len = 0;
 	pad.data = calloc(1, SPN_IPC_BUFFER_SIZE);
 	assert_non_null(pad.data);
@@ -958,11 +964,7 @@ static void test_frame_beyond_decode_arena(void **state)
 	(void)state;
 	pad = calloc(n, sizeof(*pad));
 	assert_non_null(pad);
-	f.has_request_id = 1;
-	f.request_id = 1;
-	f.msg_case = PERFETTO__PROTOS__IPCFRAME__MSG_MSG_BIND_SERVICE;
-	f.msg_bind_service = &bs;
-	bs.service_name = (char *)"OtherService";
+	bind_other(&f, &bs);
 	f.n_data_for_testing = n;
 	f.data_for_testing = pad;
 	assert_true(perfetto__protos__ipcframe__get_packed_size(&f) <=
