@@ -290,6 +290,15 @@ static void test_late_producer_and_uid_limit(void **state)
 	for (int i = 0; i < 6; i++) {
 		th_cons_connect(&c[i], &t);
 		th_cons_enable(&c[i], 256, "ds");
+		/* The connections may sit on different lanes, so the 6th
+		 * EnableTracing could reach the control thread before the
+		 * 5th: a stats call on the same connection answers only
+		 * after its EnableTracing was taken, and answers at all only
+		 * if that made a session. */
+		if (i < 5)
+			assert_int_equal(th_cons_call(&c[i], "GetTraceStats",
+						      &perfetto__protos__get_trace_stats_request__descriptor),
+					 0);
 	}
 	th_cons_wait_enable(&c[5], 5000);
 	assert_true(c[5].enable_done);
