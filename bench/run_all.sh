@@ -85,12 +85,17 @@ if [ $quick = 1 ]; then
   run ipc_bench "$results/ipc_bench.json" "$bin/ipc_bench"
   run tbuf_bench "$results/tbuf_bench.json" "$bin/tbuf_bench" 100
   run commit_bench "$results/commit_bench.json" "$bin/commit_bench" --seconds 0.5
+  run commit_bench_prebuilt "$results/commit_bench_prebuilt.json" "$bin/commit_bench" \
+    --seconds 0.5 --producers 1 --prebuilt --batch 32
   run tw_bench "$results/tw_bench.json" "$bin/tw_bench" 20000
   run sdk_bench "$results/sdk_bench.json" "$bin/sdk_bench" 20000
 else
   for b in "${benches[@]}"; do
     run "$b" "$results/$b.json" "$bin/$b"
   done
+  # The lane as the bottleneck: one producer copying prebuilt chunks.
+  run commit_bench_prebuilt "$results/commit_bench_prebuilt.json" "$bin/commit_bench" \
+    --producers 1 --prebuilt --batch 32
 fi
 
 # ---- spindle-loadgen scenarios against a private spindled ----
@@ -155,6 +160,10 @@ HEAD = {
         ({"lanes": 2}, ["mb_per_s", "ratio", "service_cpu_s_per_gb", "lost_chunks"],
          "the same, 2 lanes"),
     ],
+    "commit_bench_prebuilt": [
+        ({"lanes": 1}, ["mb_per_s", "ratio", "lane_capacity_ratio", "lost_chunks"],
+         "1 lane fed by a producer of prebuilt chunks (the lane is the limit)"),
+    ],
     "tw_bench": [
         ({"case": "small", "threads": 1}, ["mean_ns_untimed", "p50_ns", "p99_ns", "p999_ns"],
          "trace writer, small packet, 1 thread"),
@@ -194,7 +203,8 @@ UNITS = {"cycles_per_s": "/s", "ops_per_s": "/s", "baseline_ops_per_s": "/s (bas
          "baseline_mb_per_s": " MB/s (baseline)", "mb_per_s_per_thread": " MB/s per thread",
          "service_cpu_s_per_gb": " service CPU s/GB", "service_cpu_s": " service CPU s",
          "lost_chunks": " chunks lost", "sdk_dropped": " SDK drops", "loss_pct": "% lost",
-         "ratio": "x memcpy", "ratio_vs_memcpy4k": "x memcpy 4 KiB",
+         "ratio": "x memcpy", "lane_capacity_ratio": "x memcpy per service CPU second",
+         "ratio_vs_memcpy4k": "x memcpy 4 KiB",
          "median_over_tsc": "x the TSC read", "two_over_one_thread": "x 1 thread"}
 
 def load(path):
@@ -213,7 +223,8 @@ def fmt(k, v):
         if v >= 1000:
             return "%s %.1f us" % (name, v / 1000)
         return "%s %.1f ns" % (name, v)
-    if k in ("ratio", "ratio_vs_memcpy4k", "median_over_tsc", "two_over_one_thread"):
+    if k in ("ratio", "ratio_vs_memcpy4k", "median_over_tsc", "two_over_one_thread",
+             "lane_capacity_ratio"):
         return "%.2f%s" % (v, UNITS[k])
     if k == "loss_pct":
         return "%.3f%s" % (v, UNITS[k])
