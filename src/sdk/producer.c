@@ -19,7 +19,9 @@
 //
 // Arming is a store-load pattern on both sides (app: push, then load
 // armed; I/O: store armed, then look at the queue and work bits), so each
-// side has a seq_cst fence between its store and its load: either the I/O
+// side orders its store before its load in the seq_cst total order: the
+// I/O thread with a fence, an app thread with its seq_cst push CAS (or a
+// fence after a work bit) and a seq_cst load of armed. Either the I/O
 // thread sees the new work, or the app thread sees armed == 1 and wakes it.
 #include <errno.h>
 #include <sched.h>
@@ -88,14 +90,15 @@ void _spn_ctx_unref(struct spn_sdk_ctx *ctx)
 
 /* ---- Waking the I/O thread (see the top) --------------------------------- */
 
-void _spn_prod_kick(struct spn_producer *p)
+/* The kick after a seq_cst operation or fence that made the work
+ * visible: the seq_cst load of armed is then ordered after it in the
+ * single total order, and the fence the I/O thread puts between its store
+ * of armed and its look at the work pairs with that (C11 7.17.3): either
+ * it sees the work or we see armed == 1. */
+static void spn_prod_kick_ordered(struct spn_producer *p)
 {
-	/* seq_cst fence: orders our earlier store (the queue push, a work
-	 * bit) before the load of armed; pairs with the fence the I/O
-	 * thread puts between its store of armed and its look at the work. */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* Relaxed: the exchange below decides. */
-	if (!atomic_load_explicit(&p->armed, memory_order_relaxed))
+	/* seq_cst: see above; a plain load on x86. */
+	if (!atomic_load_explicit(&p->armed, memory_order_seq_cst))
 		return;
 	/* seq_cst: ordered before the exchange, so a destroy that saw
 	 * kicking == 0 after disarming for good is never followed by our
@@ -115,9 +118,20 @@ void _spn_prod_kick(struct spn_producer *p)
 	atomic_fetch_sub_explicit(&p->kicking, 1, memory_order_release);
 }
 
+void _spn_prod_kick(struct spn_producer *p)
+{
+	/* seq_cst fence: orders our earlier store (a work bit) before the
+	 * load of armed (see spn_prod_kick_ordered). */
+	atomic_thread_fence(memory_order_seq_cst);
+	spn_prod_kick_ordered(p);
+}
+
 void _spn_prod_arb_wake(void *p)
 {
-	_spn_prod_kick(p);
+	/* The arbiter calls its wake hook right after a seq_cst CAS or
+	 * fence (arbiter.h): writers pushing onto an empty queue pay no
+	 * second barrier here. */
+	spn_prod_kick_ordered(p);
 }
 
 /* ---- Create / destroy ---------------------------------------------------- */

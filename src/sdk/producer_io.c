@@ -416,7 +416,8 @@ static void io_go_idle(struct spn_producer *p)
 		return;
 	atomic_store_explicit(&p->armed, 1, memory_order_relaxed);
 	/* seq_cst fence: the store above before the loads in io_has_work;
-	 * pairs with the fence in _spn_prod_kick. */
+	 * pairs with an app thread's seq_cst push or fence and its seq_cst
+	 * load of armed (producer.c, spn_prod_kick_ordered). */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (!io_has_work(p))
 		return;

@@ -365,8 +365,11 @@ static void smb_low_water_check(struct smb_arbiter *arb)
 
 	if (n % SMB_LOW_WATER_EVERY || !arb->opts.wake)
 		return;
-	if (smb_free_bytes(arb) * SMB_LOW_WATER_DIVISOR < total)
+	if (smb_free_bytes(arb) * SMB_LOW_WATER_DIVISOR < total) {
+		/* seq_cst fence: the wake hook's contract (arbiter.h). */
+		atomic_thread_fence(memory_order_seq_cst);
 		arb->opts.wake(arb->opts.ctx);
+	}
 }
 
 /* ---- Standby chunks (see the top of arbiter.h) -------------------------- */
@@ -516,8 +519,11 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 	atomic_fetch_add_explicit(&arb->stats.smb_full, 1, memory_order_relaxed);
 	/* The queue may be empty (every chunk sits idle with a writer), so
 	 * nothing else would wake the I/O thread to drain and reclaim. */
-	if (arb->opts.wake)
+	if (arb->opts.wake) {
+		/* seq_cst fence: the wake hook's contract (arbiter.h). */
+		atomic_thread_fence(memory_order_seq_cst);
 		arb->opts.wake(arb->opts.ctx);
+	}
 	if (arb->opts.stall_max_us == 0)
 		return -ENOSPC;
 	/* Stall mode (opt-in): the only place a writer sleeps. Wait for the
@@ -570,11 +576,15 @@ static void smb_push(struct smb_arbiter *arb, struct smb_qnode *q)
 
 	do {
 		q->next = old;
-		/* Release: the node's fields (and, for a chunk, its bytes
-		 * and header) are written before it is reachable; pairs with
-		 * the drain's acquire exchange. */
+		/* seq_cst (so release): the node's fields (and, for a chunk,
+		 * its bytes and header) are written before it is reachable;
+		 * pairs with the drain's acquire exchange. seq_cst also puts
+		 * the push before the wake hook's flag load in the single
+		 * total order, which is what a sleeping I/O thread's fence
+		 * pairs with (arbiter.h, `wake`): a locked cmpxchg either way
+		 * on x86, and the hook needs no fence of its own. */
 	} while (!atomic_compare_exchange_weak_explicit(&arb->head, &old, q,
-							memory_order_release,
+							memory_order_seq_cst,
 							memory_order_relaxed));
 	if (!old && arb->opts.wake)
 		arb->opts.wake(arb->opts.ctx);

@@ -168,8 +168,12 @@ struct smb_arbiter_opts {
 	/* highest writer id handed out (0: 32767); tests lower it */
 	uint32_t max_writer_id;
 	/* called by a writer thread that pushed onto an empty queue (the
-	 * I/O thread has something to commit) or found the SMB full (it
-	 * should drain and reclaim now); may be NULL */
+	 * I/O thread has something to commit) or found the SMB full or
+	 * short (it should drain and reclaim now); may be NULL. Always
+	 * called right after a seq_cst operation (the push's CAS) or a
+	 * seq_cst fence, so a hook that tests a "sleeping" flag with a
+	 * seq_cst load needs no fence of its own to pair with the fence a
+	 * thread puts between setting that flag and looking at the queue */
 	void (*wake)(void *ctx);
 	void *ctx; /* for the callbacks */
 	/* test only: never use membarrier, make writers run a full fence */
