@@ -157,6 +157,15 @@ struct spn_tw {
 	 * (reclaim): the miss its store causes falls on some ordinary event
 	 * after the I/O thread parked it, not on the chunk change. */
 	_Atomic uint64_t standby;
+	/* the full chunk this writer left for the I/O thread to complete
+	 * and queue when it took its standby chunk (arbiter.h, "Hand-off"):
+	 * 0, or its location word (as standby). The owner stores one
+	 * (release) only while it is 0, and before it clears standby; the
+	 * I/O thread (or the owner at retirement) takes it by exchange */
+	_Atomic uint64_t handoff;
+	/* the hand-off chunk's id | its target buffer << 32; written before
+	 * handoff, read after taking it */
+	_Atomic uint64_t handoff_meta;
 	struct spn_tw_level nest[SPN_TW_MAX_NESTING]; /* open messages */
 
 	/* ---- slow path (owner thread; the I/O thread reads the chunk
@@ -165,11 +174,15 @@ struct spn_tw {
 	uint32_t target_buffer;		/* BufferID the chunks go to */
 	uint16_t writer_id;		/* 1..32767 */
 	bool has_chunk;			/* hdr is a real SMB chunk */
+	bool rides;			/* patches ride on the current chunk's
+					 * node (its npatches, mirrored here so
+					 * the chunk change reads no node) */
 	bool dropping;			/* the open packet goes to the scratch */
 	uint32_t chunk_id;		/* id of the current chunk */
 	uint32_t next_chunk_id;		/* id of the next chunk to acquire */
 	uint32_t page;			/* page of the current chunk */
 	uint32_t chunk;			/* chunk index in that page */
+	uint32_t layout;		/* that page's layout */
 	uint32_t page_hint;		/* where the next chunk search starts */
 	uint32_t dead_depth;		/* levels opened past the nesting limit
 					 * while dropping */

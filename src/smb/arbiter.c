@@ -79,11 +79,16 @@ int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
 	arb->writers = calloc(arb->opts.max_writer_id + 1u, sizeof(*arb->writers));
 	arb->id_used = calloc(arb->opts.max_writer_id + 1u, 1);
 	arb->page_free = calloc(smb->num_pages, sizeof(*arb->page_free));
-	if (!arb->nodes || !arb->writers || !arb->id_used || !arb->page_free) {
+	arb->watch = calloc(arb->opts.max_writer_id + 1u, sizeof(*arb->watch));
+	arb->watched = calloc(arb->opts.max_writer_id + 1u, 1);
+	if (!arb->nodes || !arb->writers || !arb->id_used || !arb->page_free ||
+	    !arb->watch || !arb->watched) {
 		free(arb->nodes);
 		free(arb->writers);
 		free(arb->id_used);
 		free(arb->page_free);
+		free(arb->watch);
+		free(arb->watched);
 		return -ENOMEM;
 	}
 	for (i = 0; i < smb->num_pages; i++) {
@@ -142,11 +147,40 @@ void smb_arbiter_destroy(struct smb_arbiter *arb)
 	free(arb->id_used);
 	free(arb->nodes);
 	free(arb->page_free);
+	free(arb->watch);
+	free(arb->watched);
 	pthread_mutex_destroy(&arb->lock);
 	memset(arb, 0, sizeof(*arb));
 }
 
 /* ---- Writers ------------------------------------------------------------ */
+
+/*
+ * Drain or retiring writer: takes tw's hand-off chunk (arbiter.h,
+ * "Hand-off") into *loc and its id | target buffer << 32 into *meta.
+ * Returns false when there is none, or another taker won it.
+ */
+static bool smb_handoff_take(struct spn_tw *tw, uint64_t *meta,
+			     struct spn_smb *smb, struct smb_loc *loc)
+{
+	/* Acquire: pairs with the writer's release store of the word, so its
+	 * chunk bytes, header and handoff_meta are visible. */
+	uint64_t w = atomic_load_explicit(&tw->handoff, memory_order_acquire);
+
+	if (!w)
+		return false;
+	/* Relaxed: ordered by the acquire above; the writer rewrites it only
+	 * after it sees the word 0 again, which the exchange below does. */
+	*meta = atomic_load_explicit(&tw->handoff_meta, memory_order_relaxed);
+	/* acq_rel: the drain and a retiring writer may both try; one gets w
+	 * (the writer stores a new word only after reading this 0, so the
+	 * other gets 0). Release: our read of the meta word comes before the
+	 * writer's next store to it. */
+	if (atomic_exchange_explicit(&tw->handoff, 0, memory_order_acq_rel) != w)
+		return false;
+	smb_standby_loc(smb, w, loc);
+	return true;
+}
 
 static void smb_push(struct smb_arbiter *arb, struct smb_qnode *q);
 
@@ -207,8 +241,20 @@ int smb_arbiter_create_writer(struct smb_arbiter *arb, uint32_t target_buffer,
 	return 0;
 }
 
+void smb_arbiter_take_back_w(struct smb_arbiter *arb, struct spn_tw *tw)
+{
+	struct smb_loc loc;
+	uint64_t meta;
+
+	if (smb_handoff_take(tw, &meta, &arb->smb, &loc))
+		smb_arbiter_commit_w(arb, loc.page, loc.chunk, (uint32_t)(meta >> 32),
+				     tw->writer_id, (uint32_t)meta, false);
+}
+
 void smb_arbiter_retire_writer_w(struct smb_arbiter *arb, struct spn_tw *tw)
 {
+	/* A hand-off the drain has not taken yet goes before the GONE node. */
+	smb_arbiter_take_back_w(arb, tw);
 	pthread_mutex_lock(&arb->lock);
 	arb->writers[tw->writer_id] = NULL;
 	arb->nwriters--;
@@ -423,6 +469,40 @@ void smb_arbiter_publish_w(const struct smb_loc *loc, uint32_t chunk_id, uint16_
 	atomic_store_explicit(&loc->hdr->packets, packets, memory_order_release);
 }
 
+bool smb_arbiter_handoff_w(struct smb_arbiter *arb, struct spn_tw *tw,
+			   struct smb_loc *loc)
+{
+	const struct smb_loc full = { .page = tw->page, .chunk = tw->chunk,
+				      .layout = tw->layout };
+	uint64_t w;
+
+	/* Relaxed: only takers clear it (by exchange); a stale non-zero only
+	 * sends us to the queue. */
+	if (tw->rides ||
+	    atomic_load_explicit(&tw->handoff, memory_order_relaxed) != 0)
+		return false;
+	/* Acquire: as in smb_take_standby. */
+	w = atomic_load_explicit(&tw->standby, memory_order_acquire);
+	if (!w)
+		return false;
+	/* Relaxed: published by the release store of handoff below. */
+	atomic_store_explicit(&tw->handoff_meta,
+			      (uint64_t)tw->chunk_id | (uint64_t)tw->target_buffer << 32,
+			      memory_order_relaxed);
+	/* Release: the chunk's bytes and header and the meta word before the
+	 * hand-off; pairs with the acquire load in smb_handoff_take. */
+	atomic_store_explicit(&tw->handoff, smb_standby_word(&full), memory_order_release);
+	/* Release: the hand-off before the standby chunk is seen taken;
+	 * pairs with the drain's acquire load in smb_take_handoffs, which
+	 * stops watching us only once it sees standby 0. */
+	atomic_store_explicit(&tw->standby, 0, memory_order_release);
+	smb_standby_loc(&arb->smb, w, loc);
+	loc->standby = true;
+	tw->stats.standby_used++;
+	/* No wake check: see "Hand-off" in arbiter.h for why none is owed. */
+	return true;
+}
+
 /* I/O thread: parks a free chunk in tw->standby if it has none. */
 static void smb_park_standby(struct smb_arbiter *arb, struct spn_tw *tw)
 {
@@ -437,6 +517,11 @@ static void smb_park_standby(struct smb_arbiter *arb, struct spn_tw *tw)
 	atomic_fetch_add_explicit(&arb->stats.standby_parked, 1, memory_order_relaxed);
 	/* Release: pairs with the writer's acquire load in smb_take_standby. */
 	atomic_store_explicit(&tw->standby, smb_standby_word(&loc), memory_order_release);
+	/* Watched for a hand-off from now on (smb_take_handoffs). */
+	if (!arb->watched[tw->writer_id]) {
+		arb->watched[tw->writer_id] = 1;
+		arb->watch[arb->nwatch++] = tw->writer_id;
+	}
 }
 
 /*
@@ -859,6 +944,87 @@ static bool smb_drain_writer(struct smb_arbiter *arb, struct smb_commit *c,
 	return true;
 }
 
+/* I/O thread: appends the node of hand-off chunk *loc of tw (meta: id |
+ * target buffer << 32) to the carry list, the chunk marked Complete. */
+static void smb_queue_handoff(struct smb_arbiter *arb, struct spn_tw *tw,
+			      const struct smb_loc *loc, uint64_t meta)
+{
+	struct smb_chunk_node *node = smb_arbiter_node(arb, loc->page, loc->chunk);
+	struct smb_qnode **tail = &arb->carry;
+
+	node->target_buffer = (uint32_t)(meta >> 32);
+	node->writer_id = tw->writer_id;
+	smb_arbiter_complete(arb, loc->page, loc->chunk);
+	/* Relaxed: the node is ours (the writer handed it over). */
+	atomic_store_explicit(&node->state,
+			      smb_node_word(tw->writer_id, (uint32_t)meta, SMB_NODE_QUEUED),
+			      memory_order_relaxed);
+	node->q.next = NULL;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = &node->q;
+	atomic_fetch_add_explicit(&arb->stats.handoffs, 1, memory_order_relaxed);
+}
+
+/*
+ * I/O thread, after taking the queue: lists the hand-offs of the watched
+ * writers (after the queued nodes: a hand-off chunk carries no patches and
+ * no later patch refers to it, so its place in the request is free), and
+ * stops watching writers whose standby chunk is gone (none can hand off
+ * before we park another).
+ */
+static void smb_take_handoffs(struct smb_arbiter *arb)
+{
+	uint32_t i = 0;
+
+	if (!arb->nwatch)
+		return;
+	pthread_mutex_lock(&arb->lock);
+	while (i < arb->nwatch) {
+		uint16_t id = arb->watch[i];
+		struct spn_tw *tw = arb->writers[id];
+		struct smb_loc loc;
+		uint64_t meta, s = 0;
+
+		if (tw) {
+			/* Acquire: pairs with the release store of 0 in
+			 * smb_arbiter_handoff_w: a standby seen taken means
+			 * its hand-off, if any, is seen below. */
+			s = atomic_load_explicit(&tw->standby, memory_order_acquire);
+			if (smb_handoff_take(tw, &meta, &arb->smb, &loc))
+				smb_queue_handoff(arb, tw, &loc, meta);
+		}
+		if (s) {
+			i++;
+			continue;
+		}
+		arb->watched[id] = 0;
+		arb->watch[i] = arb->watch[--arb->nwatch];
+	}
+	pthread_mutex_unlock(&arb->lock);
+}
+
+bool smb_arbiter_pending(struct smb_arbiter *arb)
+{
+	bool any = false;
+
+	/* Relaxed: a hint; the drain's exchange is what takes the nodes. */
+	if (atomic_load_explicit(&arb->head, memory_order_relaxed) != NULL ||
+	    arb->carry != NULL)
+		return true;
+	if (!arb->nwatch)
+		return false;
+	pthread_mutex_lock(&arb->lock);
+	for (uint32_t i = 0; i < arb->nwatch && !any; i++) {
+		struct spn_tw *tw = arb->writers[arb->watch[i]];
+
+		/* Relaxed: a hint, as above (the caller's fence orders it). */
+		any = tw && atomic_load_explicit(&tw->handoff, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&arb->lock);
+	return any;
+}
+
 int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
 		      uint64_t flush_request_id)
 {
@@ -871,6 +1037,7 @@ int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
 	c->n_added = 0;
 	c->n_removed = 0;
 	smb_take_queue(arb);
+	smb_take_handoffs(arb);
 	while (arb->carry) {
 		struct smb_qnode *q = arb->carry, *next = q->next;
 		bool ok;

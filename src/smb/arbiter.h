@@ -62,6 +62,29 @@
 // CAS, writes the chunk id and publishes packets. A standby chunk goes back
 // to Free unused (BeingWritten -> Free, smb-abi.h) when the writer is
 // robbed by reclaim (it is idle, or the SMB runs short) or retires.
+//
+// Hand-off. Queueing the full chunk at a chunk change costs as much again:
+// a CAS on its page word and one on the queue head, lines the service and
+// the drain wrote last, and node stores that the second CAS must wait for.
+// So a writer that takes its standby chunk at a packet boundary, with no
+// patches riding on the full chunk (none can refer to it later either: no
+// size of it is open), leaves the full chunk in its own `handoff` word
+// instead (the chunk still BeingWritten) and goes on; the drain, which
+// watches the writers it parked a standby chunk for, takes the word by
+// exchange, marks the chunk Complete, fills its node and lists it like a
+// queued one. The writer's side is a few stores to words of its own and
+// no barrier: the store buffer absorbs the misses on them. Its order
+// (handoff, then standby cleared with release) lets a drain that sees the
+// standby gone see the hand-off. A writer that finds its handoff word
+// still taken falls back to the queue; one that retires takes its
+// hand-off back and queues it itself. There is no wake check either (it
+// would need a fence, and the fence would wait for those misses): an I/O
+// thread that is awake drains within a commit period anyway, and one that
+// sleeps (nothing was queued for a whole period) gets the chunk with the
+// next push that wakes it, at the latest this writer's next chunk change
+// (which finds no standby chunk and queues), or with the next flush. So a
+// hand-off waits at most as long as a partial chunk would, and each
+// watched writer has at most one out.
 #ifndef SPN_SMB_ARBITER_H
 #define SPN_SMB_ARBITER_H
 
@@ -199,6 +222,8 @@ struct smb_arbiter_stats {
 					    * many writers */
 	_Atomic uint64_t standby_parked;   /* chunks the drain took for writers */
 	_Atomic uint64_t standby_returned; /* of those, freed unused */
+	_Atomic uint64_t handoffs;	   /* full chunks writers left to the
+					    * drain instead of queueing them */
 };
 
 /* A producer's view of one SMB. */
@@ -232,6 +257,11 @@ struct smb_arbiter {
 	uint32_t nrefill;		/* writer ids in refill[] */
 	/* writers whose chunk this drain listed: candidates for a standby */
 	uint16_t refill[SMB_STANDBY_PER_DRAIN];
+	/* writers the drain parked a standby chunk for and still watches for
+	 * a hand-off (see the top), and which ids are among them */
+	uint16_t *watch;
+	uint8_t *watched;
+	uint32_t nwatch;		/* ids in watch[] */
 	/* ---- registry (mutex) ---- */
 	pthread_mutex_t lock;		/* guards everything below */
 	struct spn_tw **writers;	/* live writers by id (reclaim sees these) */
@@ -344,13 +374,9 @@ int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
  */
 int smb_arbiter_reclaim(struct smb_arbiter *arb);
 
-/* True when writers queued something the drain has not taken yet. */
-static inline bool smb_arbiter_pending(struct smb_arbiter *arb)
-{
-	/* Relaxed: a hint; the drain's exchange is what takes the nodes. */
-	return atomic_load_explicit(&arb->head, memory_order_relaxed) != NULL ||
-	       arb->carry != NULL;
-}
+/* I/O thread: true when writers queued or handed off something the drain
+ * has not taken yet. */
+bool smb_arbiter_pending(struct smb_arbiter *arb);
 
 /* ---- For the trace writer's slow path (writer threads) ---------------- */
 
@@ -394,6 +420,16 @@ static inline void smb_standby_loc(struct spn_smb *smb, uint64_t w, struct smb_l
 }
 
 /*
+ * Writer, at a packet boundary with its chunk full: if its standby chunk is
+ * parked, its handoff word is free and no patches ride on the full chunk,
+ * leaves the full chunk to the drain (see "Hand-off" at the top), takes the
+ * standby chunk into *loc as smb_arbiter_acquire_w() would (chunk id and
+ * packets still to publish). Returns false, with nothing done, otherwise.
+ */
+bool smb_arbiter_handoff_w(struct smb_arbiter *arb, struct spn_tw *tw,
+			   struct smb_loc *loc);
+
+/*
  * Writes the chunk id and packets of a chunk taken from the writer's standby
  * (loc->standby; otherwise the acquisition wrote them already). Call it
  * before writing into the chunk.
@@ -424,7 +460,12 @@ static inline uint64_t smb_node_word(uint16_t writer_id, uint32_t chunk_id,
 	return (uint64_t)chunk_id << 32 | (uint64_t)writer_id << 8 | (uint64_t)st;
 }
 
-/* Retires tw (destroy): out of the registry, then the GONE node queued. */
+/* Queues tw's hand-off chunk itself if the drain has not taken it yet
+ * (destroy, before the current chunk, so chunk ids stay in order). */
+void smb_arbiter_take_back_w(struct smb_arbiter *arb, struct spn_tw *tw);
+
+/* Retires tw (destroy): its hand-off, if still out, queued; out of the
+ * registry; then the GONE node queued. */
 void smb_arbiter_retire_writer_w(struct smb_arbiter *arb, struct spn_tw *tw);
 
 /* The node of chunk (page, chunk). */

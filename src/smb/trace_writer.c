@@ -68,6 +68,8 @@ static void tw_use_chunk(struct spn_tw *tw, const struct smb_loc *loc,
 	tw->hdr = loc->hdr;
 	tw->page = loc->page;
 	tw->chunk = loc->chunk;
+	tw->layout = loc->layout;
+	tw->rides = false;
 	tw->has_chunk = true;
 	/* The node is IDLE (checked when the chunk was taken): ours to fill. */
 	smb_arbiter_node(arb, loc->page, loc->chunk)->npatches = 0;
@@ -193,6 +195,7 @@ static void tw_patch(struct spn_tw *tw, int32_t pidx, uint32_t offset,
 		sp->offset = (uint16_t)offset;
 		sp->more = p->open != 0;
 		memcpy(sp->data, data, 4);
+		tw->rides = true;
 		tw->stats.patches_ipc++;
 	}
 }
@@ -354,7 +357,11 @@ int _spn_tw_begin_packet_slow(struct spn_tw *tw)
 	full = tw->has_chunk && ((size_t)(tw->end - tw->cur) < SPN_TW_MIN_ROOM ||
 				 tw->count >= SPN_SMB_WRITER_MAX_PACKETS);
 	tw->stats.packets++;
-	if (full || !tw->has_chunk) {
+	if (full && smb_arbiter_handoff_w(tw->arb, tw, &loc)) {
+		/* The I/O thread completes and queues the full chunk; we
+		 * go on in our standby chunk (arbiter.h, "Hand-off"). */
+		tw_use_chunk(tw, &loc, 0);
+	} else if (full || !tw->has_chunk) {
 		/* The next chunk first, then the full one: taking our standby
 		 * chunk before the push lets the drain that push wakes park
 		 * the next one (arbiter.h, "Standby chunks"). */
@@ -527,6 +534,7 @@ void spn_tw_destroy(struct spn_tw *tw)
 	_spn_tw_enter(tw);
 	if (_spn_tw_reclaim(tw) != 0)
 		tw_reclaim_ack(tw);
+	smb_arbiter_take_back_w(tw->arb, tw);
 	if (tw->has_chunk)
 		tw_release_chunk(tw);
 	smb_arbiter_retire_writer_w(tw->arb, tw);

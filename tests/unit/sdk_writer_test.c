@@ -1110,12 +1110,15 @@ static void test_standby_chunks(void **state)
 	assert_int_equal(chunk_state(e, loc.page, loc.chunk), SPN_SMB_BEING_WRITTEN);
 	assert_int_equal(atomic_load(&loc.hdr->writer_id), tw->writer_id);
 	assert_int_equal(atomic_load(&loc.hdr->packets), 0); /* nothing to scrape */
-	/* The next change takes it: chunk id 2 in the parked chunk. */
+	/* The next change takes it: chunk id 2 in the parked chunk. It
+	 * comes in the middle of a packet, so chunk 1 is queued, not handed
+	 * off (that is for packet boundaries: test_handoff). */
 	both(e, tw, script_blob, &big, NULL, NULL);
 	assert_int_equal(tw->stats.standby_used, 1);
 	assert_int_equal(tw->page, loc.page);
 	assert_int_equal(tw->chunk, loc.chunk);
 	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 2);
+	assert_int_equal(atomic_load(&tw->handoff), 0);
 	ts_pump(&e->ts, 0);
 	/* Reclaim robs the idle writer of its partial chunk and its standby,
 	 * which goes back to Free. */
@@ -1156,6 +1159,77 @@ static void test_standby_chunks(void **state)
 	expect_all(e);
 	assert_int_equal(e->arb.stats.abi_errors, 0);
 	/* Everything is free again. */
+	for (i = 0; i < e->arb.smb.num_pages; i++)
+		assert_int_equal(spn_smb_page_load(&e->arb.smb, i, memory_order_relaxed), 0);
+	env_free(e);
+}
+
+/* Small packets until the writer changes chunk at a packet boundary. */
+static void fill_to_change(struct env *e, struct spn_tw *tw)
+{
+	uint64_t chunks = tw->stats.chunks;
+	size_t small = 30;
+
+	while (tw->stats.chunks == chunks)
+		both(e, tw, script_blob, &small, NULL, NULL);
+}
+
+/*
+ * Hand-off (arbiter.h): a change at a packet boundary that takes the
+ * standby chunk leaves the full chunk in the writer's handoff word, still
+ * BeingWritten and not queued; the drain completes and lists it. A
+ * writer retired with a hand-off the drain has not taken queues it itself,
+ * before its GONE node. Nothing is lost and ids stay in order either way.
+ */
+static void test_handoff(void **state)
+{
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct spn_tw *tw = new_writer(e, 1);
+	uint32_t page, chunk, i;
+	struct smb_loc loc;
+	uint64_t w;
+
+	(void)state;
+	fill_to_change(e, tw);			/* chunk 0 taken */
+	fill_to_change(e, tw);			/* chunk 0 queued */
+	ts_pump(&e->ts, 0);			/* a standby parked */
+	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	page = tw->page;
+	chunk = tw->chunk;
+	fill_to_change(e, tw);			/* chunk 1 handed off */
+	assert_int_equal(tw->stats.standby_used, 1);
+	w = atomic_load(&tw->handoff);
+	assert_int_not_equal(w, 0);
+	smb_standby_loc(&e->arb.smb, w, &loc);
+	assert_int_equal(loc.page, page);
+	assert_int_equal(loc.chunk, chunk);
+	assert_int_equal(atomic_load(&tw->handoff_meta), 1u | (uint64_t)1 << 32);
+	assert_int_equal(chunk_state(e, page, chunk), SPN_SMB_BEING_WRITTEN);
+	assert_null(atomic_load(&e->arb.head));
+	assert_true(smb_arbiter_pending(&e->arb));
+	ts_pump(&e->ts, 0);
+	assert_int_equal(atomic_load(&tw->handoff), 0);
+	assert_int_equal(e->arb.stats.handoffs, 1);
+	assert_false(smb_arbiter_pending(&e->arb));
+	assert_int_not_equal(atomic_load(&tw->standby), 0); /* parked again */
+	/* Patches riding on the full chunk: no hand-off (tw->rides). */
+	tw->rides = true;
+	fill_to_change(e, tw);			/* chunk 2 queued */
+	assert_int_equal(atomic_load(&tw->handoff), 0);
+	assert_non_null(atomic_load(&e->arb.head));
+	ts_pump(&e->ts, 0);
+	/* Retired with a hand-off out: the writer queues it itself. */
+	fill_to_change(e, tw);			/* chunk 3 handed off */
+	assert_int_not_equal(atomic_load(&tw->handoff), 0);
+	spn_tw_destroy(tw);
+	ts_pump(&e->ts, 0);
+	expect_all(e);
+	assert_int_equal(e->arb.stats.handoffs, 1);
+	assert_int_equal(e->chunks.n, 5);
+	for (i = 0; i < 5; i++)
+		assert_int_equal(e->chunks.v[i].chunk_id, i);
+	assert_int_equal(e->ts.writers_removed, 1);
+	assert_int_equal(e->arb.stats.abi_errors, 0);
 	for (i = 0; i < e->arb.smb.num_pages; i++)
 		assert_int_equal(spn_smb_page_load(&e->arb.smb, i, memory_order_relaxed), 0);
 	env_free(e);
@@ -1416,6 +1490,7 @@ int main(void)
 		cmocka_unit_test(test_reclaim),
 		cmocka_unit_test(test_pressure_reclaims),
 		cmocka_unit_test(test_standby_chunks),
+		cmocka_unit_test(test_handoff),
 		cmocka_unit_test(test_writer_ids),
 		cmocka_unit_test(test_drain_split_and_flush_id),
 		cmocka_unit_test(test_packets_per_chunk_limit),
