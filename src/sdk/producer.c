@@ -118,7 +118,9 @@ static void spn_prod_kick_ordered(struct spn_producer *p)
 	atomic_fetch_sub_explicit(&p->kicking, 1, memory_order_release);
 }
 
-void _spn_prod_kick(struct spn_producer *p)
+/* Not inlined: gcc rejects atomic_thread_fence under -fsanitize=thread
+ * (-Wtsan) once it is inlined into a caller. */
+__attribute__((noinline)) void _spn_prod_kick(struct spn_producer *p)
 {
 	/* seq_cst fence: orders our earlier store (a work bit) before the
 	 * load of armed (see spn_prod_kick_ordered). */

@@ -394,6 +394,18 @@ static uint64_t smb_mono_ns(void)
 static uint64_t smb_free_bytes(const struct smb_arbiter *arb);
 
 /*
+ * Calls the wake hook after a seq_cst fence (its contract, arbiter.h), for
+ * the callers that did no seq_cst operation just before. Not inlined: gcc
+ * rejects atomic_thread_fence under -fsanitize=thread (-Wtsan) once it is
+ * inlined into a caller; ThreadSanitizer does not model fences anyway.
+ */
+static __attribute__((noinline)) void smb_wake_fenced(struct smb_arbiter *arb)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	arb->opts.wake(arb->opts.ctx);
+}
+
+/*
  * Every SMB_LOW_WATER_EVERY-th chunk taken, wakes the I/O thread when less
  * than a quarter of the SMB is free, so that it drains and reclaims idle
  * writers' partial chunks before some writer finds none: 1,000 threads
@@ -411,11 +423,8 @@ static void smb_low_water_check(struct smb_arbiter *arb)
 
 	if (n % SMB_LOW_WATER_EVERY || !arb->opts.wake)
 		return;
-	if (smb_free_bytes(arb) * SMB_LOW_WATER_DIVISOR < total) {
-		/* seq_cst fence: the wake hook's contract (arbiter.h). */
-		atomic_thread_fence(memory_order_seq_cst);
-		arb->opts.wake(arb->opts.ctx);
-	}
+	if (smb_free_bytes(arb) * SMB_LOW_WATER_DIVISOR < total)
+		smb_wake_fenced(arb);
 }
 
 /* ---- Standby chunks (see the top of arbiter.h) -------------------------- */
@@ -604,11 +613,8 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 	atomic_fetch_add_explicit(&arb->stats.smb_full, 1, memory_order_relaxed);
 	/* The queue may be empty (every chunk sits idle with a writer), so
 	 * nothing else would wake the I/O thread to drain and reclaim. */
-	if (arb->opts.wake) {
-		/* seq_cst fence: the wake hook's contract (arbiter.h). */
-		atomic_thread_fence(memory_order_seq_cst);
-		arb->opts.wake(arb->opts.ctx);
-	}
+	if (arb->opts.wake)
+		smb_wake_fenced(arb);
 	if (arb->opts.stall_max_us == 0)
 		return -ENOSPC;
 	/* Stall mode (opt-in): the only place a writer sleeps. Wait for the
