@@ -30,9 +30,10 @@
 #include "ipc/client.h"
 #include "ipc/frame.h"
 #include "producer_port.pb-c.h"
+#include "testdata.h"
 #include "trace_packet.pb-c.h"
 
-#define SESSION1 SPN_TESTDATA_DIR "/perfetto_v14/session1/proxy/"
+#define SESSION1 SPN_PROXY_DIR
 #define SMB_SIZE 262144u
 #define GET_ASYNC_REQ 3		/* request id of GetAsyncCommand in conn3 */
 #define SYNC_METHOD 11		/* ProducerPort.Sync */
@@ -54,24 +55,6 @@ struct replay {
 	uint64_t next_sync_id;	/* request ids of injected Sync frames */
 	int cmds[8];		/* GetAsyncCommand kinds seen, by cmd_case */
 };
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b;
-	long n;
-
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	b = malloc((size_t)n);
-	assert_non_null(b);
-	assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return b;
-}
 
 static void send_all(int fd, const uint8_t *b, size_t n)
 {
@@ -191,17 +174,16 @@ static void fence(struct replay *r)
 static void replay_segment(struct replay *r, int k, size_t from, size_t to)
 {
 	char path[512];
-	size_t n;
-	uint8_t *snap;
+	struct blob snap;
 
 	if (k >= 0) {
 		snprintf(path, sizeof(path),
 			 SESSION1 "conn3_producer_fd0_snap%02d_c2s_off%u.bin",
 			 k + 1, snap_off[k]);
-		snap = read_file(path, &n);
-		assert_int_equal(n, SMB_SIZE);
-		memcpy(r->smb, snap, SMB_SIZE);
-		free(snap);
+		snap = read_blob(path);
+		assert_int_equal(snap.len, SMB_SIZE);
+		memcpy(r->smb, snap.data, SMB_SIZE);
+		free(snap.data);
 	}
 	send_all(r->pfd, r->c2s + from, to - from);
 	fence(r);
@@ -319,7 +301,7 @@ static void run_replay(unsigned lanes)
 
 	assert_non_null(r);
 	r->next_sync_id = 100000;
-	r->c2s = read_file(SESSION1 "conn3_producer_c2s.bin", &r->c2s_len);
+	r->c2s = read_proxy_file("conn3_producer_c2s.bin", &r->c2s_len);
 	assert_int_equal(r->c2s_len, 1523);
 	strcpy(r->dir, "/tmp/spn_replay_XXXXXX");
 	assert_non_null(mkdtemp(r->dir));

@@ -18,8 +18,8 @@
 #include <cmocka.h>
 
 #include "ipc/frame.h"
+#include "testdata.h"
 
-#define PROXY_DIR SPN_TESTDATA_DIR "/perfetto_v14/session1/proxy/"
 
 static const char *const streams[] = {
 	"conn1_producer_c2s.bin", "conn1_producer_s2c.bin",
@@ -29,28 +29,6 @@ static const char *const streams[] = {
 
 /* Frames per captured stream, from ipc_frames.jsonl. */
 static const size_t stream_frames[] = {3, 2, 4, 11, 21, 8};
-
-static uint8_t *read_file(const char *name, size_t *len)
-{
-	char path[512];
-	uint8_t *buf;
-	FILE *f;
-	long n;
-
-	snprintf(path, sizeof(path), "%s%s", PROXY_DIR, name);
-	f = fopen(path, "rb");
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n > 0);
-	rewind(f);
-	buf = malloc((size_t)n);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
 
 /* A page-aligned area whose following page is PROT_NONE: bytes placed
  * right before the guard make any over-read fault. */
@@ -225,7 +203,7 @@ static void test_captured_streams_every_split(void **state)
 	guard_init(&g, SPN_IPC_BUFFER_SIZE);
 	for (size_t s = 0; s < sizeof(streams) / sizeof(streams[0]); s++) {
 		size_t len, offs[64], nf, fi = 0;
-		uint8_t *buf = read_file(streams[s], &len);
+		uint8_t *buf = read_proxy_file(streams[s], &len);
 
 		nf = scan_stream(buf, len, offs, 64);
 		assert_int_equal(nf, stream_frames[s]);
@@ -292,7 +270,7 @@ static void test_replies_match_reference_bytes(void **state)
 	(void)state;
 	for (size_t s = 1; s < sizeof(streams) / sizeof(streams[0]); s += 2) {
 		size_t len, offs[64], nf;
-		uint8_t *buf = read_file(streams[s], &len);
+		uint8_t *buf = read_proxy_file(streams[s], &len);
 
 		nf = scan_stream(buf, len, offs, 64);
 		for (size_t i = 0; i < nf; i++) {

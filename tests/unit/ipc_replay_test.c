@@ -27,39 +27,17 @@
 #include "consumer_port.pb-c.h"
 #include "ipc/client.h"
 #include "ipc/frame.h"
+#include "testdata.h"
 #include "ipc/host.h"
 #include "ipc/loop.h"
 #include "producer_port.pb-c.h"
 
-#define PROXY_DIR SPN_TESTDATA_DIR "/perfetto_v14/session1/proxy/"
 #define PRODUCER_PORT (&perfetto__protos__producer_port__descriptor)
 #define CONSUMER_PORT (&perfetto__protos__consumer_port__descriptor)
 
 static struct ipc_loop *loop;
 static struct ipc_host *producer_host, *consumer_host, *fd_host;
 static unsigned handled;	/* handler calls */
-
-static uint8_t *read_file(const char *name, size_t *len)
-{
-	char path[512];
-	uint8_t *buf;
-	FILE *f;
-	long n;
-
-	snprintf(path, sizeof(path), "%s%s", PROXY_DIR, name);
-	f = fopen(path, "rb");
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n > 0);
-	rewind(f);
-	buf = malloc((size_t)n);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
 
 /* Every method answers at once with an empty response of its type. */
 static void reply_empty(struct ipc_request *req, const ProtobufCMessage *args,
@@ -320,8 +298,8 @@ static void test_replay_bind_and_requests(void **state)
 		const struct capture *cap = &captures[c];
 		struct frames c2s, s2c, ours;
 		size_t len, slen, olen;
-		uint8_t *in = read_file(cap->c2s, &len);
-		uint8_t *theirs = read_file(cap->s2c, &slen);
+		uint8_t *in = read_proxy_file(cap->c2s, &len);
+		uint8_t *theirs = read_proxy_file(cap->s2c, &slen);
 		uint8_t *out;
 
 		frames_parse(&c2s, in, len);
@@ -352,7 +330,7 @@ static void test_replay_every_split(void **state)
 		const struct capture *cap = &captures[c];
 		struct frames c2s;
 		size_t len, rlen, owed;
-		uint8_t *in = read_file(cap->c2s, &len);
+		uint8_t *in = read_proxy_file(cap->c2s, &len);
 		uint8_t *ref;
 
 		frames_parse(&c2s, in, len);
@@ -503,8 +481,8 @@ static void test_client_speaks_like_v14_producer(void **state)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct frames c2s, s2c;
 	size_t len, slen, rlen = 0, ncalls = 0, off;
-	uint8_t *in = read_file("conn3_producer_c2s.bin", &len);
-	uint8_t *out = read_file("conn3_producer_s2c.bin", &slen);
+	uint8_t *in = read_proxy_file("conn3_producer_c2s.bin", &len);
+	uint8_t *out = read_proxy_file("conn3_producer_s2c.bin", &slen);
 	struct ipc_client *cl;
 	int lfd, sfd, memfd;
 	bool fd_sent = false;
@@ -679,7 +657,7 @@ static void test_fd_goes_to_its_own_frame(void **state)
 	ipc_method_fn fns[32];
 	struct frames c2s, ours;
 	size_t len, off = 0, olen;
-	uint8_t *in = read_file("conn3_producer_c2s.bin", &len);
+	uint8_t *in = read_proxy_file("conn3_producer_c2s.bin", &len);
 	uint8_t *out;
 	int sv[2], memfd = memfd_create("smb", MFD_CLOEXEC), n = 0;
 	static const bool with_fd[] = {false, true, false, false, true, false};

@@ -16,35 +16,10 @@
 #include <cmocka.h>
 
 #include "data_source_config.pb-c.h"
+#include "testdata.h"
 
 #define SESSION1 SPN_TESTDATA_DIR "/perfetto_v14/session1"
 
-
-/* A file read whole into memory. */
-struct blob {
-	uint8_t *data; /* malloc'd contents */
-	size_t len;    /* bytes in data */
-};
-
-static inline struct blob read_blob(const char *path)
-{
-	struct blob b = { NULL, 0 };
-	FILE *f = fopen(path, "rb");
-	long n;
-
-	if (f == NULL)
-		fail_msg("cannot open %s", path);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	b.len = (size_t)n;
-	b.data = malloc(b.len ? b.len : 1);
-	assert_non_null(b.data);
-	assert_int_equal(fread(b.data, 1, b.len, f), b.len);
-	fclose(f);
-	return b;
-}
 
 /*
  * Total number of unknown fields in m and every sub-message reachable from
