@@ -253,8 +253,6 @@ void smb_arbiter_take_back_w(struct smb_arbiter *arb, struct spn_tw *tw)
 
 void smb_arbiter_retire_writer_w(struct smb_arbiter *arb, struct spn_tw *tw)
 {
-	/* A hand-off the drain has not taken yet goes before the GONE node. */
-	smb_arbiter_take_back_w(arb, tw);
 	pthread_mutex_lock(&arb->lock);
 	arb->writers[tw->writer_id] = NULL;
 	arb->nwriters--;
@@ -456,10 +454,12 @@ static bool smb_take_standby(struct smb_arbiter *arb, struct spn_tw *tw,
 
 	if (!w)
 		return false;
-	/* Relaxed: the drain parks another chunk only once it reads this 0,
-	 * and needs nothing of ours; reclaim reads it after in_packet's
-	 * release store of 0 (see smb_return_standby). */
-	atomic_store_explicit(&tw->standby, 0, memory_order_relaxed);
+	/* Release: a hand-off stored before (smb_arbiter_handoff_w) is seen
+	 * by a drain that sees this 0 (its acquire load in
+	 * smb_take_handoffs). Otherwise nothing is owed: the drain parks
+	 * another chunk only once it reads this 0, and reclaim reads it after
+	 * in_packet's release store of 0 (see smb_return_standby). */
+	atomic_store_explicit(&tw->standby, 0, memory_order_release);
 	smb_standby_loc(&arb->smb, w, loc);
 	smb_node_give_block(smb_arbiter_node(arb, loc->page, loc->chunk), block);
 	loc->standby = true;
@@ -483,33 +483,25 @@ bool smb_arbiter_handoff_w(struct smb_arbiter *arb, struct spn_tw *tw,
 {
 	const struct smb_loc full = { .page = tw->page, .chunk = tw->chunk,
 				      .layout = tw->layout };
-	uint64_t w;
 
 	/* Relaxed: only takers clear it (by exchange); a stale non-zero only
-	 * sends us to the queue. */
+	 * sends us to the queue. Relaxed standby peek: only we clear it, and
+	 * smb_take_standby loads it again with acquire. */
 	if (tw->rides ||
-	    atomic_load_explicit(&tw->handoff, memory_order_relaxed) != 0)
-		return false;
-	/* Acquire: as in smb_take_standby. */
-	w = atomic_load_explicit(&tw->standby, memory_order_acquire);
-	if (!w)
+	    atomic_load_explicit(&tw->handoff, memory_order_relaxed) != 0 ||
+	    atomic_load_explicit(&tw->standby, memory_order_relaxed) == 0)
 		return false;
 	/* Relaxed: published by the release store of handoff below. */
 	atomic_store_explicit(&tw->handoff_meta,
 			      (uint64_t)tw->chunk_id | (uint64_t)tw->target_buffer << 32,
 			      memory_order_relaxed);
 	/* Release: the chunk's bytes and header and the meta word before the
-	 * hand-off; pairs with the acquire load in smb_handoff_take. */
+	 * hand-off; pairs with the acquire load in smb_handoff_take. Then the
+	 * standby chunk is taken, its word cleared with release after this
+	 * store, which is what lets the drain stop watching us safely. No
+	 * wake check: see "Hand-off" in arbiter.h for why none is owed. */
 	atomic_store_explicit(&tw->handoff, smb_standby_word(&full), memory_order_release);
-	/* Release: the hand-off before the standby chunk is seen taken;
-	 * pairs with the drain's acquire load in smb_take_handoffs, which
-	 * stops watching us only once it sees standby 0. */
-	atomic_store_explicit(&tw->standby, 0, memory_order_release);
-	smb_standby_loc(&arb->smb, w, loc);
-	loc->standby = true;
-	tw->stats.standby_used++;
-	/* No wake check: see "Hand-off" in arbiter.h for why none is owed. */
-	return true;
+	return smb_take_standby(arb, tw, NULL, loc);
 }
 
 /* I/O thread: parks a free chunk in tw->standby if it has none. */
@@ -777,15 +769,25 @@ static void smb_settle(struct smb_arbiter *arb, struct smb_chunk_node *node)
 	}
 }
 
+/* I/O thread: the link at the end of the carry list (where to append). */
+static struct smb_qnode **smb_carry_tail(struct smb_arbiter *arb)
+{
+	struct smb_qnode **tail = &arb->carry;
+
+	while (*tail)
+		tail = &(*tail)->next;
+	return tail;
+}
+
 /* Takes the writers' new nodes (newest first on the stack) and appends
- * them, oldest first, to the carry list. */
-static void smb_take_queue(struct smb_arbiter *arb)
+ * them, oldest first, to the carry list. Returns the link at its end. */
+static struct smb_qnode **smb_take_queue(struct smb_arbiter *arb)
 {
 	/* Acquire: pairs with the release CAS of every push, so each node's
 	 * fields (and the chunks behind them) are visible. */
 	struct smb_qnode *q = atomic_exchange_explicit(&arb->head, NULL,
 						       memory_order_acquire);
-	struct smb_qnode *fifo = NULL, **tail;
+	struct smb_qnode *fifo = NULL, *newest = q, **end = smb_carry_tail(arb);
 
 	while (q) {
 		struct smb_qnode *next = q->next;
@@ -794,10 +796,8 @@ static void smb_take_queue(struct smb_arbiter *arb)
 		fifo = q;
 		q = next;
 	}
-	tail = &arb->carry;
-	while (*tail)
-		tail = &(*tail)->next;
-	*tail = fifo;
+	*end = fifo;
+	return newest ? &newest->next : end;
 }
 
 /* Chunk bytes of the SMB that are free right now (a snapshot). */
@@ -950,13 +950,14 @@ static bool smb_drain_writer(struct smb_arbiter *arb, struct smb_commit *c,
 	return true;
 }
 
-/* I/O thread: appends the node of hand-off chunk *loc of tw (meta: id |
- * target buffer << 32) to the carry list, the chunk marked Complete. */
+/* I/O thread: links the node of hand-off chunk *loc of tw (meta: id |
+ * target buffer << 32) at *tail, the end of the carry list, and moves
+ * *tail past it; the chunk is marked Complete. */
 static void smb_queue_handoff(struct smb_arbiter *arb, struct spn_tw *tw,
-			      const struct smb_loc *loc, uint64_t meta)
+			      const struct smb_loc *loc, uint64_t meta,
+			      struct smb_qnode ***tail)
 {
 	struct smb_chunk_node *node = smb_arbiter_node(arb, loc->page, loc->chunk);
-	struct smb_qnode **tail = &arb->carry;
 
 	node->target_buffer = (uint32_t)(meta >> 32);
 	node->writer_id = tw->writer_id;
@@ -966,20 +967,19 @@ static void smb_queue_handoff(struct smb_arbiter *arb, struct spn_tw *tw,
 			      smb_node_word(tw->writer_id, (uint32_t)meta, SMB_NODE_QUEUED),
 			      memory_order_relaxed);
 	node->q.next = NULL;
-	while (*tail)
-		tail = &(*tail)->next;
-	*tail = &node->q;
+	**tail = &node->q;
+	*tail = &node->q.next;
 	atomic_fetch_add_explicit(&arb->stats.handoffs, 1, memory_order_relaxed);
 }
 
 /*
- * I/O thread, after taking the queue: lists the hand-offs of the watched
- * writers (after the queued nodes: a hand-off chunk carries no patches and
- * no later patch refers to it, so its place in the request is free), and
- * stops watching writers whose standby chunk is gone (none can hand off
- * before we park another).
+ * I/O thread, after taking the queue (tail: the end of the carry list):
+ * lists the hand-offs of the watched writers (after the queued nodes: a
+ * hand-off chunk carries no patches and no later patch refers to it, so
+ * its place in the request is free), and stops watching writers whose
+ * standby chunk is gone (none can hand off before we park another).
  */
-static void smb_take_handoffs(struct smb_arbiter *arb)
+static void smb_take_handoffs(struct smb_arbiter *arb, struct smb_qnode **tail)
 {
 	uint32_t i = 0;
 
@@ -998,7 +998,7 @@ static void smb_take_handoffs(struct smb_arbiter *arb)
 			 * its hand-off, if any, is seen below. */
 			s = atomic_load_explicit(&tw->standby, memory_order_acquire);
 			if (smb_handoff_take(tw, &meta, &arb->smb, &loc))
-				smb_queue_handoff(arb, tw, &loc, meta);
+				smb_queue_handoff(arb, tw, &loc, meta, &tail);
 		}
 		if (s) {
 			i++;
@@ -1042,8 +1042,7 @@ int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
 	c->npatches = 0;
 	c->n_added = 0;
 	c->n_removed = 0;
-	smb_take_queue(arb);
-	smb_take_handoffs(arb);
+	smb_take_handoffs(arb, smb_take_queue(arb));
 	while (arb->carry) {
 		struct smb_qnode *q = arb->carry, *next = q->next;
 		bool ok;

@@ -464,8 +464,8 @@ static inline uint64_t smb_node_word(uint16_t writer_id, uint32_t chunk_id,
  * (destroy, before the current chunk, so chunk ids stay in order). */
 void smb_arbiter_take_back_w(struct smb_arbiter *arb, struct spn_tw *tw);
 
-/* Retires tw (destroy): its hand-off, if still out, queued; out of the
- * registry; then the GONE node queued. */
+/* Retires tw (destroy, after smb_arbiter_take_back_w() and the last
+ * chunk): out of the registry, then the GONE node queued. */
 void smb_arbiter_retire_writer_w(struct smb_arbiter *arb, struct spn_tw *tw);
 
 /* The node of chunk (page, chunk). */
