@@ -270,23 +270,23 @@ static void producer_main(const struct th_svc *t, int go_fd, int out_fd,
 			memcpy(w, img, img_len);
 			cnt = img_cnt;
 			r.packets += cnt;
-			w = e;	/* the image filled the chunk */
-		}
-		for (; w < e;) {
-			size_t len = bench_packet(pkt, r.packets);
+		} else {
+			for (;;) {
+				size_t len = bench_packet(pkt, r.packets);
 
-			if ((size_t)(e - w) < len + 4)
-				break;
-			spn_pb_put_varint4(w, (uint32_t)len);
-			memcpy(w + 4, pkt, len);
-			w += 4 + len;
-			r.packets++;
-			cnt++;
-		}
-		if (prebuilt && !img_len) {
-			img_len = (size_t)(w - spn_smb_chunk_payload(h));
-			memcpy(img, spn_smb_chunk_payload(h), img_len);
-			img_cnt = cnt;
+				if ((size_t)(e - w) < len + 4)
+					break;
+				spn_pb_put_varint4(w, (uint32_t)len);
+				memcpy(w + 4, pkt, len);
+				w += 4 + len;
+				r.packets++;
+				cnt++;
+			}
+			if (prebuilt) {	/* the first chunk: keep its payload */
+				img_len = (size_t)(w - spn_smb_chunk_payload(h));
+				memcpy(img, spn_smb_chunk_payload(h), img_len);
+				img_cnt = cnt;
+			}
 		}
 		spn_smb_chunk_set_packets(h, spn_smb_packets(cnt, 0));
 		if (spn_smb_try_complete(&p.smb, page, SPN_SMB_PAGE_DIV1, 0) != 0)
