@@ -64,14 +64,20 @@ void ipc_frame_free(IpcFrame *f)
 		perfetto__protos__ipcframe__free_unpacked(f, NULL);
 }
 
-/* Allocates a txbuf of len bytes with a close-on-exec copy of fd (if any). */
-static int ipc_txbuf_alloc(size_t len, int fd, struct ipc_txbuf **out)
+/*
+ * Allocates a txbuf of len bytes with a close-on-exec copy of fd (if any).
+ * Returns NULL with a negative errno in *err on failure: the result, not
+ * the error code, says whether a buffer exists.
+ */
+static struct ipc_txbuf *ipc_txbuf_alloc(size_t len, int fd, int *err)
 {
 	struct ipc_txbuf *b;
 
 	b = malloc(sizeof(*b) + len);
-	if (!b)
-		return -ENOMEM;
+	if (!b) {
+		*err = -ENOMEM;
+		return NULL;
+	}
 	b->next = NULL;
 	b->len = (uint32_t)len;
 	b->sent = 0;
@@ -79,14 +85,12 @@ static int ipc_txbuf_alloc(size_t len, int fd, struct ipc_txbuf **out)
 	if (fd >= 0) {
 		b->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 		if (b->fd < 0) {
-			int err = -errno;
-
+			*err = errno ? -errno : -EBADF;
 			free(b);
-			return err;
+			return NULL;
 		}
 	}
-	*out = b;
-	return 0;
+	return b;
 }
 
 int ipc_txbuf_from_frame(const IpcFrame *f, int fd, struct ipc_txbuf **out)
@@ -97,8 +101,8 @@ int ipc_txbuf_from_frame(const IpcFrame *f, int fd, struct ipc_txbuf **out)
 
 	if (n > SPN_IPC_MAX_FRAME_PAYLOAD)
 		return -EMSGSIZE;
-	err = ipc_txbuf_alloc(SPN_IPC_FRAME_HEADER_SIZE + n, fd, &b);
-	if (err)
+	b = ipc_txbuf_alloc(SPN_IPC_FRAME_HEADER_SIZE + n, fd, &err);
+	if (!b)
 		return err;
 	ipc_put_le32(b->data, (uint32_t)n);
 	perfetto__protos__ipcframe__pack(f, b->data + SPN_IPC_FRAME_HEADER_SIZE);
@@ -138,8 +142,8 @@ int ipc_txbuf_reply(const struct ipc_reply_desc *d, const ProtobufCMessage *msg,
 		  SPN_PB_NESTED_SIZE + inner;
 	if (payload > SPN_IPC_MAX_FRAME_PAYLOAD)
 		return -EMSGSIZE;
-	err = ipc_txbuf_alloc(SPN_IPC_FRAME_HEADER_SIZE + payload, fd, &b);
-	if (err)
+	b = ipc_txbuf_alloc(SPN_IPC_FRAME_HEADER_SIZE + payload, fd, &err);
+	if (!b)
 		return err;
 	ipc_put_le32(b->data, (uint32_t)payload);
 	p = b->data + SPN_IPC_FRAME_HEADER_SIZE;

@@ -1381,15 +1381,15 @@ static uint64_t field_set(const uint8_t *p, size_t len, uint32_t skip)
 	const uint8_t *end = p + len;
 	uint64_t m = 0;
 
-	while (p < end) {
-		struct spn_pb_field f;
-		int r = spn_pb_next_field(p, end, &f);
+	struct spn_pb_field f;
+	int r;
 
-		assert_true(r > 0);
+	while (p < end && (r = spn_pb_next_field(p, end, &f)) > 0) {
 		if (f.id != skip)
 			m |= 1ull << (f.id % 64);
 		p += r;
 	}
+	assert_ptr_equal(p, end);	/* every field decoded */
 	return m;
 }
 
