@@ -148,15 +148,22 @@ struct spn_tw {
 	/* enum spn_tw_reclaim: the I/O thread requests and steals, the owner
 	 * cancels and acknowledges (CAS, see trace_writer.c) */
 	_Atomic uint32_t reclaim;
+	struct spn_tw_level nest[SPN_TW_MAX_NESTING]; /* open messages */
+
+	/* ---- the exchange line: the words the I/O thread and the owner
+	 * pass chunks through, on a line that each side touches about once
+	 * per chunk (the slow-path fields after them too are written only at
+	 * chunk changes). Not on the hot line: the drain
+	 * reads these words whenever it looks for hand-offs, and a read of
+	 * the hot line would make the owner's next event wait for the line
+	 * to come back (sdk_bench: raw16 p99 30-40 -> 10 ns) ---- */
 	/* a chunk the I/O thread acquired for this writer ahead of time
 	 * (arbiter.h, "Standby chunks"): 0, or its location word. The I/O
 	 * thread stores a chunk (release) only while it is 0; the owner
 	 * takes it (acquire load, then stores 0) only inside a packet; the
 	 * I/O thread takes it back only while it holds reclaim == STEALING
-	 * or after the writer retired. On the line every packet start loads
-	 * (reclaim): the miss its store causes falls on some ordinary event
-	 * after the I/O thread parked it, not on the chunk change. */
-	_Atomic uint64_t standby;
+	 * or after the writer retired. */
+	_Alignas(64) _Atomic uint64_t standby;
 	/* the full chunk this writer left for the I/O thread to complete
 	 * and queue when it took its standby chunk (arbiter.h, "Hand-off"):
 	 * 0, or its location word (as standby). The owner stores one
@@ -166,7 +173,6 @@ struct spn_tw {
 	/* the hand-off chunk's id | its target buffer << 32; written before
 	 * handoff, read after taking it */
 	_Atomic uint64_t handoff_meta;
-	struct spn_tw_level nest[SPN_TW_MAX_NESTING]; /* open messages */
 
 	/* ---- slow path (owner thread; the I/O thread reads the chunk
 	 * location only while it holds reclaim == STEALING) ---- */
@@ -205,9 +211,13 @@ struct spn_tw {
 
 #ifndef __cplusplus
 /* Writers are 64-byte aligned (smb_arbiter_create_writer); the hot path's
- * fields, in_packet, reclaim and standby share the first line. */
-_Static_assert(offsetof(struct spn_tw, standby) + sizeof(uint64_t) <= 64,
+ * fields, in_packet and reclaim share the first line; standby, handoff and
+ * handoff_meta start the next line of their own. */
+_Static_assert(offsetof(struct spn_tw, reclaim) + sizeof(uint32_t) <= 64,
 	       "the hot fields of a trace writer fill one cache line");
+_Static_assert(offsetof(struct spn_tw, handoff_meta) + sizeof(uint64_t) <=
+		       offsetof(struct spn_tw, standby) + 64,
+	       "the exchange words of a trace writer share one cache line");
 #endif
 
 /* ---- Out of line (src/smb/trace_writer.c) ------------------------------ */
