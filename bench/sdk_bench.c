@@ -14,6 +14,11 @@
 //     which is the SDK target (median slice event <= 1.6x a TSC read).
 //   - mean: whole bursts timed once, divided by their events: the cost of
 //     an event with nothing around it.
+// The per-event samples are also split by whether the event changed the
+// writer's chunk (its chunks counter moved): "chg %" is how many did,
+// "chg med" / "chg p90" their cost, "rest p99.9" the tail of all others.
+// Chunk changes are the slow path every event pays for in turn, so these
+// say whether a tail comes from them or from the rest.
 // Events go into a real SMB through real trace writers, made by the host
 // callback the way the producer does (one per thread); a drainer thread
 // plays the SDK's I/O thread and the service (smb_arbiter_drain, then take,
@@ -59,6 +64,7 @@ int main(void)
 #define BENCH_BURST_1K 1024u		/* 1 KiB packets per burst */
 #define BENCH_MAX_THREADS 2
 #define BENCH_GROUP 16u			/* events per group sample */
+#define BENCH_CHG 0x80000000u		/* sample flag: the event changed chunk */
 
 static struct spn_te_category cat_on = SPN_TE_CATEGORY("bench", "Benchmark events");
 static struct spn_te_category cat_off = SPN_TE_CATEGORY("bench.off", "Never enabled");
@@ -217,11 +223,14 @@ static void *writer_main(void *arg)
 			uint32_t end = i + burst < w->samples ? i + burst : w->samples;
 
 			for (; i < end; i++) {
+				uint64_t chunks = my_tw ? my_tw->stats.chunks : 0;
 				uint64_t c0 = bench_tsc(), c1;
 
 				bench_event(k, ev++, w->blob);
 				c1 = bench_tsc();
-				w->ticks[i] = (uint32_t)(c1 - c0);
+				w->ticks[i] = (uint32_t)(c1 - c0) & ~BENCH_CHG;
+				if (my_tw && my_tw->stats.chunks != chunks)
+					w->ticks[i] |= BENCH_CHG;
 			}
 		}
 		bench_wait(w->d);
@@ -251,6 +260,36 @@ static double pct_ns(const uint32_t *v, uint32_t n, double p, double base, uint3
 		return 0;
 	t = (double)v[(uint32_t)(p * (n - 1))] - base;
 	return t > 0 ? t / g_tsc_per_ns / per : 0;
+}
+
+/* Chunk-change figures of one case (see the top). */
+struct bench_chg {
+	double share;	/* of the events, in % */
+	double med;	/* median ns of the events that changed chunk */
+	double p90;	/* their p90 */
+	double rest999;	/* p99.9 ns of the other events */
+};
+
+/* Splits the n samples of `all` by their BENCH_CHG flag into `tmp` (same
+ * size), fills *out from the two sides, and clears the flags in `all`. */
+static void bench_split_chg(uint32_t *all, uint32_t n, uint32_t *tmp, double base,
+			    struct bench_chg *out)
+{
+	uint32_t nc = 0, nr = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (all[i] & BENCH_CHG)
+			tmp[n - 1 - nc++] = all[i] & ~BENCH_CHG;
+		else
+			tmp[nr++] = all[i];
+		all[i] &= ~BENCH_CHG;
+	}
+	qsort(tmp, nr, sizeof(*tmp), cmp_u32);
+	qsort(tmp + nr, nc, sizeof(*tmp), cmp_u32);
+	out->share = n ? 100.0 * nc / n : 0;
+	out->med = pct_ns(tmp + nr, nc, 0.5, base, 1);
+	out->p90 = pct_ns(tmp + nr, nc, 0.9, base, 1);
+	out->rest999 = pct_ns(tmp, nr, 0.999, base, 1);
 }
 
 /* Baselines on the main thread: per-op and group samples, and the
@@ -367,13 +406,14 @@ int main(int argc, char **argv)
 	double tsc_med = 0, pair_ticks = 0, pair_gticks = 0, mean1[16] = { 0 };
 	enum spn_te_clock clock = SPN_TE_CLOCK_AUTO;
 	struct bench_json j;
-	uint32_t *all, *gall;
+	uint32_t *all, *gall, *tmp;
 
 	if (samples < 1000)
 		samples = 1000;
 	all = malloc(sizeof(*all) * samples * BENCH_MAX_THREADS);
+	tmp = malloc(sizeof(*tmp) * samples * BENCH_MAX_THREADS);
 	gall = malloc(sizeof(*gall) * (samples / BENCH_GROUP) * BENCH_MAX_THREADS);
-	if (!all || !gall)
+	if (!all || !tmp || !gall)
 		return 1;
 	bench_calibrate();
 	if (bench_json_open(&j, SPN_BENCH_RESULTS_DIR, "sdk_bench") != 0)
@@ -381,18 +421,22 @@ int main(int argc, char **argv)
 			SPN_BENCH_RESULTS_DIR, strerror(errno));
 	printf("sdk_bench: %ld cores, TSC %.3f GHz, %u samples per thread, %u MiB SMB, "
 	       "drainer thread on\n", bench_cores(), g_tsc_per_ns, samples, BENCH_SMB_SIZE >> 20);
-	printf("%-14s %7s %8s %8s %8s %9s %8s %8s %8s %8s\n", "case", "threads", "med ns",
-	       "/tsc med", "p99 ns", "p99.9 ns", "mean ns", "max ns", "/1 thr", "dropped");
+	printf("%-14s %7s %8s %8s %8s %9s %8s %8s %8s %8s %6s %8s %8s %10s\n", "case",
+	       "threads", "med ns", "/tsc med", "p99 ns", "p99.9 ns", "mean ns", "max ns",
+	       "/1 thr", "dropped", "chg %", "chg med", "chg p90", "rest p99.9");
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		const struct bench_case *bc = &cases[c];
 		uint64_t dropped = 0;
 		uint32_t n = samples, ng = 0;
 		double mean, med, p99, p999, pmax, vs1 = 1.0;
+		struct bench_chg chg = { 0 };
 
 		if (bc->threads == 0)
 			mean = bench_baseline(bc->kind, all, samples, gall, &ng);
 		else
 			mean = bench_run(bc, samples, all, &n, gall, &ng, &dropped, &clock);
+		if (bc->threads > 0)
+			bench_split_chg(all, n, tmp, pair_ticks, &chg);
 		qsort(all, n, sizeof(*all), cmp_u32);
 		qsort(gall, ng, sizeof(*gall), cmp_u32);
 		if (bc->kind == K_PAIR) {
@@ -413,15 +457,20 @@ int main(int argc, char **argv)
 			mean1[bc->kind] = mean;
 		if (bc->threads == 2 && mean1[bc->kind] > 0)
 			vs1 = mean / mean1[bc->kind];
-		printf("%-14s %7d %8.2f %8.2f %8.1f %9.1f %8.2f %8.0f %8.2f %8llu\n", bc->name,
-		       bc->threads, med, tsc_med > 0 ? med / tsc_med : 0, p99, p999, mean, pmax,
-		       vs1, (unsigned long long)dropped);
+		printf("%-14s %7d %8.2f %8.2f %8.1f %9.1f %8.2f %8.0f %8.2f %8llu %6.2f %8.1f "
+		       "%8.1f %10.1f\n",
+		       bc->name, bc->threads, med, tsc_med > 0 ? med / tsc_med : 0, p99, p999,
+		       mean, pmax, vs1, (unsigned long long)dropped, chg.share, chg.med, chg.p90,
+		       chg.rest999);
 		bench_json_result(&j, "\"case\": \"%s\", \"threads\": %d, \"median_ns\": %.2f, "
 				  "\"median_over_tsc\": %.2f, \"p99_ns\": %.1f, \"p999_ns\": %.1f, "
 				  "\"max_ns\": %.0f, \"mean_ns\": %.2f, "
-				  "\"two_over_one_thread\": %.2f, \"dropped\": %llu",
+				  "\"two_over_one_thread\": %.2f, \"dropped\": %llu, "
+				  "\"chunk_change_pct\": %.2f, \"chunk_change_median_ns\": %.1f, "
+				  "\"chunk_change_p90_ns\": %.1f, \"other_p999_ns\": %.1f",
 				  bc->name, bc->threads, med, tsc_med > 0 ? med / tsc_med : 0, p99,
-				  p999, pmax, mean, vs1, (unsigned long long)dropped);
+				  p999, pmax, mean, vs1, (unsigned long long)dropped, chg.share,
+				  chg.med, chg.p90, chg.rest999);
 	}
 	printf("clock: %s; \"pair\" is the lfence;rdtsc pair every sample is taken with "
 	       "(its median is subtracted from the other rows); med = median of %u-event "
@@ -430,6 +479,7 @@ int main(int argc, char **argv)
 	bench_json_result(&j, "\"case\": \"clock\", \"value\": \"%s\"",
 			  clock == SPN_TE_CLOCK_TSC ? "tsc" : "boottime");
 	free(all);
+	free(tmp);
 	free(gall);
 	return bench_json_close(&j) != 0;
 }
