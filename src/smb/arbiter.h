@@ -12,17 +12,17 @@
 //
 // Layout. A page is partitioned when a writer first needs it free, so each
 // page can get its own layout (the service handles any). The coarse layout
-// is the finest division whose chunks still hold about 1 KiB (4 KiB pages:
-// Div4, 1020-byte chunks; 8 KiB: Div7, 1168; 16 KiB: Div14, 1168; 32 KiB:
-// Div14, 2340): a chunk holds ten to fifty events, so the per-chunk costs
-// (two CASes, one queue push, one commit entry, one service-side copy) stay
-// small per event. Perfetto's client always uses Div1 (4088-byte chunks: a
-// 256 KiB SMB has 64, so at most 64 threads can hold one). While live
-// writers outnumber half the coarse chunks, free pages are cut as Div14
-// instead (256 KiB: 896 chunks of 292 bytes): with that many threads most
-// packets need a fresh chunk anyway (see reclaim), and more chunks give the
-// I/O thread more time before the SMB runs out. Pages return to the coarse
-// layout as they free up once the writers are fewer.
+// is the finest division whose chunks still hold about 4 KiB (4 KiB pages:
+// Div1, 4088-byte chunks, as Perfetto's client; 8 KiB: Div2; 16 KiB: Div4;
+// 32 KiB: Div7, 4680): a chunk holds a few hundred small events, so the
+// per-chunk costs (the chunk change on the writer's slow path, one commit
+// entry, one service-side copy) stay small per event (sdk_bench: ~0.35% of
+// slice events change chunk). A 256 KiB SMB then has 64 coarse chunks, so
+// while live writers outnumber half the coarse chunks, free pages are cut
+// as Div14 instead (256 KiB: 896 chunks of 292 bytes): with that many
+// threads most packets need a fresh chunk anyway (see reclaim), and more
+// chunks give the I/O thread more time before the SMB runs out. Pages
+// return to the coarse layout as they free up once the writers are fewer.
 //
 // The commit queue is an intrusive multi-producer stack (C11 atomics, so
 // ThreadSanitizer sees it): a writer pushes a node with one CAS on `head`
