@@ -5,10 +5,10 @@
 //
 // Lane thread only (handlers run on the loop owning the connection, and
 // the lane_post_* messages run there too). The commit path takes no lock
-// and allocates nothing: it copies each chunk once, straight from the SMB
-// into an unpublished record of the lane's shard, validates that private
-// copy and publishes it (the lane's scratch buffer is the fallback when the
-// shard has no room, so the loss is still counted).
+// and allocates nothing: it copies each chunk once out of the SMB into the
+// lane's scratch buffer (which stays in this core's cache), parses only
+// that private copy, and streams the validated copy into the lane's shard
+// (pp_move).
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
