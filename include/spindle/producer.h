@@ -76,7 +76,10 @@ struct spn_producer_opts {
 	uint32_t smb_stall_max_us;
 	/* Commit batching window in ms (default 1): once woken, the I/O
 	 * thread drains the SMB every window while there is something to
-	 * commit, and goes back to sleep after a window with nothing. */
+	 * commit, and goes back to sleep after a window with nothing. A
+	 * writer that finds less than a quarter of the SMB free makes it
+	 * drain at once (counted in hurries), so a thread writing more than
+	 * an SMB per window does not have to drop. */
 	uint32_t commit_period_ms;
 	/* Reconnect back-off (Perfetto's): each failed attempt adds
 	 * reconnect_step_ms (default 1000) to the delay while it is below
@@ -105,6 +108,10 @@ struct spn_producer_stats {
 	uint64_t packets_dropped;	/* packets lost (SMB full, aborted) */
 	uint64_t wakeups;		/* times an app thread woke the I/O
 					 * thread */
+	uint64_t hurries;		/* times an app thread that found the
+					 * SMB short made the I/O thread
+					 * commit before its commit period
+					 * was over */
 	uint64_t triggers_sent;		/* trigger names sent (ActivateTriggers) */
 	uint64_t triggers_dropped;	/* trigger names never sent: their
 					 * ttl ran out, the queue was full, or

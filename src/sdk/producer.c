@@ -95,18 +95,21 @@ void _spn_ctx_unref(struct spn_sdk_ctx *ctx)
  * single total order, and the fence the I/O thread puts between its store
  * of armed and its look at the work pairs with that (C11 7.17.3): either
  * it sees the work or we see armed == 1. */
-static void spn_prod_kick_ordered(struct spn_producer *p)
+static bool spn_prod_kick_ordered(struct spn_producer *p)
 {
+	bool posted = false;
+
 	/* seq_cst: see above; a plain load on x86. */
 	if (!atomic_load_explicit(&p->armed, memory_order_seq_cst))
-		return;
+		return false;
 	/* seq_cst: ordered before the exchange, so a destroy that saw
 	 * kicking == 0 after disarming for good is never followed by our
 	 * post. Pairs with the I/O thread's acquire load of kicking. */
 	atomic_fetch_add_explicit(&p->kicking, 1, memory_order_seq_cst);
 	if (atomic_exchange_explicit(&p->armed, 0, memory_order_seq_cst)) {
 		atomic_fetch_add_explicit(&p->n.wakeups, 1, memory_order_relaxed);
-		if (ipc_loop_post(p->loop, _spn_io_on_kick, p, 0) != 0) {
+		posted = ipc_loop_post(p->loop, _spn_io_on_kick, p, 0) == 0;
+		if (!posted) {
 			/* Post ring full: the loop is far behind; let the
 			 * next push try again. */
 			atomic_store_explicit(&p->armed, 1, memory_order_seq_cst);
@@ -116,6 +119,7 @@ static void spn_prod_kick_ordered(struct spn_producer *p)
 	/* Release: our use of p->loop is over; pairs with the acquire load
 	 * of kicking before the loop is destroyed. */
 	atomic_fetch_sub_explicit(&p->kicking, 1, memory_order_release);
+	return posted;
 }
 
 /* Not inlined: gcc rejects atomic_thread_fence under -fsanitize=thread
@@ -134,6 +138,33 @@ void _spn_prod_arb_wake(void *p)
 	 * fence (arbiter.h): writers pushing onto an empty queue pay no
 	 * second barrier here. */
 	spn_prod_kick_ordered(p);
+}
+
+void _spn_prod_arb_hurry(void *vp)
+{
+	struct spn_producer *p = vp;
+
+	/* Asleep: the ordinary wake-up (after the arbiter's fence, as
+	 * above) starts a round. */
+	if (spn_prod_kick_ordered(p))
+		return;
+	/* Awake, waiting out its commit period: one hurry post at a time.
+	 * Relaxed peek: writers that keep finding the SMB short while one
+	 * is on its way pay no locked instruction. */
+	if (atomic_load_explicit(&p->hurry, memory_order_relaxed))
+		return;
+	/* seq_cst, release: as in spn_prod_kick_ordered (the I/O thread
+	 * waits for kicking == 0 before it destroys the loop, and sets
+	 * hurry for good before that, so no post comes after). */
+	atomic_fetch_add_explicit(&p->kicking, 1, memory_order_seq_cst);
+	if (!atomic_exchange_explicit(&p->hurry, 1, memory_order_seq_cst)) {
+		atomic_fetch_add_explicit(&p->n.hurries, 1, memory_order_relaxed);
+		if (ipc_loop_post(p->loop, _spn_io_on_hurry, p, 0) != 0)
+			/* Ring full: the loop is busy anyway; a later
+			 * shortage tries again. */
+			atomic_store_explicit(&p->hurry, 0, memory_order_relaxed);
+	}
+	atomic_fetch_sub_explicit(&p->kicking, 1, memory_order_release);
 }
 
 /* ---- Create / destroy ---------------------------------------------------- */
@@ -263,6 +294,7 @@ void spn_producer_stats(const struct spn_producer *cp, struct spn_producer_stats
 	st->instances_stopped = SPN_LD(instances_stopped);
 	st->writers_created = SPN_LD(writers_created);
 	st->wakeups = SPN_LD(wakeups);
+	st->hurries = SPN_LD(hurries);
 	st->packets_dropped = SPN_LD(packets_dropped_gone);
 	st->triggers_sent = SPN_LD(triggers_sent);
 	st->triggers_dropped = SPN_LD(triggers_dropped);

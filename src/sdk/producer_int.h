@@ -170,7 +170,7 @@ struct spn_prod_counters {
 	_Atomic uint64_t connects, connect_failures, disconnects, commits,
 		chunks_committed, flushes_acked, instances_started,
 		instances_stopped, writers_created, packets_dropped_gone,
-		wakeups, triggers_sent, triggers_dropped;
+		wakeups, hurries, triggers_sent, triggers_dropped;
 };
 
 /* One spn_producer_activate_triggers() call (one allocation: the name
@@ -201,6 +201,11 @@ struct spn_producer {
 	 * app thread to exchange it to 0 posts one wake-up */
 	_Alignas(64) _Atomic uint32_t armed;
 	_Atomic uint32_t kicking;	/* app threads inside the post */
+	/* 1 while a hurry post (the SMB runs short while the I/O thread is
+	 * awake, see _spn_prod_arb_hurry) is on its way, and for good once
+	 * the I/O thread quits: app threads post one only after the I/O
+	 * thread cleared it */
+	_Atomic uint32_t hurry;
 	_Atomic uint32_t work;		/* enum spn_work bits */
 
 	/* ---- I/O thread ---- */
@@ -248,6 +253,8 @@ void _spn_prod_unref(struct spn_producer *p);
 void _spn_ctx_unref(struct spn_sdk_ctx *ctx);
 /* Arbiter wake-up callback (ctx = the producer). */
 void _spn_prod_arb_wake(void *p);
+/* The arbiter's hurry hook: the SMB runs short (arbiter.h). */
+void _spn_prod_arb_hurry(void *p);
 
 /* ---- I/O thread only (producer_io.c and producer_conn.c) ---- */
 
@@ -331,6 +338,8 @@ void _spn_io_quit(struct ipc_loop *loop, void *p, uint64_t u64);
 void _spn_io_quit_done(struct spn_producer *p);
 /* Posted by an app thread that woke the I/O thread (_spn_prod_kick). */
 void _spn_io_on_kick(struct ipc_loop *loop, void *p, uint64_t u64);
+/* I/O thread: an app thread found the SMB short; commit now. */
+void _spn_io_on_hurry(struct ipc_loop *loop, void *p, uint64_t u64);
 
 #pragma GCC visibility pop
 

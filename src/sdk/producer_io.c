@@ -13,8 +13,10 @@
 // may carry their first chunk, and retires ids (UnregisterTraceWriter)
 // after the one carrying their last; all three drop the reply. The I/O
 // thread commits when an app thread wakes it, then every commit period
-// while there is more (see producer.c for the wake-up), and at once for
-// flushes and stops.
+// while there is more (see producer.c for the wake-up), at once when a
+// writer finds the SMB short meanwhile (the arbiter's hurry hook: a thread
+// writing more than an SMB per period would otherwise fill it and drop),
+// and at once for flushes and stops.
 //
 // Settling (flush and stop). A flush must commit what every writer wrote
 // before it, including partial chunks. smb_arbiter_reclaim() takes the
@@ -141,6 +143,7 @@ int _spn_io_ctx_ready(struct spn_producer *p, struct spn_sdk_ctx *ctx)
 		.direct_patching = p->direct_patching,
 		.stall_max_us = p->opts.smb_stall_max_us,
 		.wake = _spn_prod_arb_wake,
+		.hurry = _spn_prod_arb_hurry,
 		.ctx = p,
 	};
 	int err = smb_arbiter_init(&ctx->arb, &ctx->shm.smb, &o);
@@ -409,6 +412,23 @@ void _spn_io_on_kick(struct ipc_loop *loop, void *arg, uint64_t u64)
 		io_round(p);
 }
 
+void _spn_io_on_hurry(struct ipc_loop *loop, void *arg, uint64_t u64)
+{
+	struct spn_producer *p = arg;
+
+	(void)loop;
+	(void)u64;
+	if (p->quitting)
+		return; /* hurry stays 1: no more posts */
+	/* Relaxed: cleared before the commit, so that a shortage found
+	 * while it runs posts again; the post itself orders what matters. */
+	atomic_store_explicit(&p->hurry, 0, memory_order_relaxed);
+	if (p->tick_armed)
+		io_pump(p); /* awake: commit now, the period timer stays */
+	else
+		io_round(p);
+}
+
 /* Sleeps armed (see producer.c): the first app thread with work wakes us. */
 static void io_go_idle(struct spn_producer *p)
 {
@@ -585,6 +605,7 @@ void _spn_io_quit(struct ipc_loop *loop, void *arg, uint64_t u64)
 	p->quitting = true;
 	/* Disarmed for good: no app thread posts from now on (producer.c). */
 	atomic_exchange_explicit(&p->armed, 0, memory_order_seq_cst);
+	atomic_exchange_explicit(&p->hurry, 1, memory_order_seq_cst);
 	_spn_io_cancel(p, &p->tick_timer);
 	p->tick_armed = false;
 	_spn_io_cancel(p, &p->retry_timer);

@@ -392,24 +392,30 @@ static uint64_t smb_mono_ns(void)
 static uint64_t smb_free_bytes(const struct smb_arbiter *arb);
 
 /*
- * Calls the wake hook after a seq_cst fence (its contract, arbiter.h), for
- * the callers that did no seq_cst operation just before. Not inlined: gcc
- * rejects atomic_thread_fence under -fsanitize=thread (-Wtsan) once it is
- * inlined into a caller; ThreadSanitizer does not model fences anyway.
+ * The SMB is short or full: calls the hurry hook (else the wake hook)
+ * after a seq_cst fence (their contract, arbiter.h), for callers that did
+ * no seq_cst operation just before. Not inlined: gcc rejects
+ * atomic_thread_fence under -fsanitize=thread (-Wtsan) once it is inlined
+ * into a caller; ThreadSanitizer does not model fences anyway.
  */
-static __attribute__((noinline)) void smb_wake_fenced(struct smb_arbiter *arb)
+static __attribute__((noinline)) void smb_hurry_fenced(struct smb_arbiter *arb)
 {
 	atomic_thread_fence(memory_order_seq_cst);
-	arb->opts.wake(arb->opts.ctx);
+	if (arb->opts.hurry)
+		arb->opts.hurry(arb->opts.ctx);
+	else
+		arb->opts.wake(arb->opts.ctx);
 }
 
 /*
- * Every SMB_LOW_WATER_EVERY-th chunk taken, wakes the I/O thread when less
- * than a quarter of the SMB is free, so that it drains and reclaims idle
- * writers' partial chunks before some writer finds none: 1,000 threads
- * each holding a partial chunk exhaust a 256 KiB SMB (896 chunks at most)
- * while nothing is queued that would wake it. Writer slow path (once per
- * chunk, never per event); the wake hook is a flag test when awake.
+ * Every SMB_LOW_WATER_EVERY-th chunk taken, hurries the I/O thread when
+ * less than a quarter of the SMB is free, so that it drains and reclaims
+ * idle writers' partial chunks before some writer finds none: 1,000
+ * threads each holding a partial chunk exhaust a 256 KiB SMB (896 chunks
+ * at most) while nothing is queued that would wake it; and a thread that
+ * writes more than an SMB per commit period would fill it while the I/O
+ * thread, awake, waits out the period. Writer slow path (once per chunk,
+ * never per event); the hook is a flag test while a hurry is on its way.
  */
 static void smb_low_water_check(struct smb_arbiter *arb)
 {
@@ -422,7 +428,7 @@ static void smb_low_water_check(struct smb_arbiter *arb)
 	if (n % SMB_LOW_WATER_EVERY || !arb->opts.wake)
 		return;
 	if (smb_free_bytes(arb) * SMB_LOW_WATER_DIVISOR < total)
-		smb_wake_fenced(arb);
+		smb_hurry_fenced(arb);
 }
 
 /* ---- Standby chunks (see the top of arbiter.h) -------------------------- */
@@ -606,7 +612,7 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 	/* The queue may be empty (every chunk sits idle with a writer), so
 	 * nothing else would wake the I/O thread to drain and reclaim. */
 	if (arb->opts.wake)
-		smb_wake_fenced(arb);
+		smb_hurry_fenced(arb);
 	if (arb->opts.stall_max_us == 0)
 		return -ENOSPC;
 	/* Stall mode (opt-in): the only place a writer sleeps. Wait for the

@@ -198,6 +198,12 @@ struct smb_arbiter_opts {
 	 * seq_cst load needs no fence of its own to pair with the fence a
 	 * thread puts between setting that flag and looking at the queue */
 	void (*wake)(void *ctx);
+	/* called instead of `wake` by a writer that found the SMB short
+	 * (less than 1/SMB_LOW_WATER_DIVISOR free) or full: the I/O thread
+	 * should drain now even if it is awake and waiting out its commit
+	 * period, which `wake` does not ask for. Same ordering contract as
+	 * `wake`; NULL: `wake` is called */
+	void (*hurry)(void *ctx);
 	void *ctx; /* for the callbacks */
 	/* test only: never use membarrier, make writers run a full fence */
 	bool force_heavy_fence;

@@ -582,6 +582,60 @@ static void inproc_flush_idle_writer(void **state)
 	th_svc_stop(&t);
 }
 
+/* A writer that fills the SMB many times over while the I/O thread waits
+ * out a one-minute commit period: the writer's shortage makes it commit at
+ * once (hurries), so nothing is dropped and nothing waits for the period.
+ * Without the hurry the first commit would be the only one for a minute,
+ * and the writer would drop once its 2 s stall ran out. */
+static void inproc_short_smb_hurries(void **state)
+{
+	struct spn_producer_opts o = {
+		.name = "sdk_producer_test",
+		.smb_size_hint = 256u << 10,
+		.smb_page_size_hint = 4096,
+		.smb_stall_max_us = 2000000,
+		.commit_period_ms = 60000,
+	};
+	struct th_svc t;
+	struct th_cons c;
+	struct dsrec r = { 0 };
+	struct spn_producer_stats st;
+	struct spn_producer *p = NULL;
+	struct spn_ds *ds;
+	struct writer_arg wa;
+	struct trace tr;
+	pthread_t th;
+	const uint32_t count = 12000; /* ~1.5 MB: six SMBs */
+
+	(void)state;
+	th_svc_start(&t, 1);
+	o.socket = t.psock;
+	assert_int_equal(spn_producer_create(&o, &p), 0);
+	ds = register_ds(p, &r);
+	assert_true(wait_for(connected, p, 5000));
+	th_cons_connect(&c, &t);
+	enable(&c, 16384, 2000);
+	assert_true(wait_for(enabled, ds, 5000));
+	wa = (struct writer_arg){ .ds = ds, .t = 0, .count = count };
+	assert_int_equal(pthread_create(&th, NULL, writer_main, &wa), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(wa.nulls, 0);
+	spn_producer_stats(p, &st);
+	assert_int_equal(st.packets_dropped, 0);
+	assert_true(st.hurries > 0);
+	assert_true(st.commits > 2);
+	assert_int_equal(flush(&c, 3000), 0);
+	read_trace(&c, &tr);
+	assert_int_equal(tr.status, 0);
+	expect_all(&tr, 1, count);
+	free_trace(&tr);
+	assert_int_equal(disable(&c), 0);
+	th_cons_wait_enable(&c, 5000);
+	th_cons_close(&c);
+	spn_producer_destroy(p);
+	th_svc_stop(&t);
+}
+
 /* ---- 3. incremental state clears reach the threads ---- */
 
 static bool two_clears(void *arg)
@@ -856,6 +910,7 @@ int main(void)
 		cmocka_unit_test(inproc_four_threads),
 		cmocka_unit_test(inproc_producer_smb),
 		cmocka_unit_test(inproc_flush_idle_writer),
+		cmocka_unit_test(inproc_short_smb_hurries),
 		cmocka_unit_test(inproc_clear_incremental_state),
 		cmocka_unit_test(restart_kill_and_reconnect),
 	};
