@@ -77,7 +77,7 @@ struct spn_producer_opts {
 	/* Commit batching window in ms (default 1): once woken, the I/O
 	 * thread drains the SMB every window while there is something to
 	 * commit, and goes back to sleep after a window with nothing. A
-	 * writer that finds less than a quarter of the SMB free makes it
+	 * writer that finds less than half of the SMB free makes it
 	 * drain at once (counted in hurries), so a thread writing more than
 	 * an SMB per window does not have to drop. */
 	uint32_t commit_period_ms;

@@ -409,7 +409,7 @@ static __attribute__((noinline)) void smb_hurry_fenced(struct smb_arbiter *arb)
 
 /*
  * Every SMB_LOW_WATER_EVERY-th chunk taken, hurries the I/O thread when
- * less than a quarter of the SMB is free, so that it drains and reclaims
+ * less than half of the SMB is free, so that it drains and reclaims
  * idle writers' partial chunks before some writer finds none: 1,000
  * threads each holding a partial chunk exhaust a 256 KiB SMB (896 chunks
  * at most) while nothing is queued that would wake it; and a thread that
