@@ -90,36 +90,53 @@ void _spn_ctx_unref(struct spn_sdk_ctx *ctx)
 
 /* ---- Waking the I/O thread (see the top) --------------------------------- */
 
-/* The kick after a seq_cst operation or fence that made the work
- * visible: the seq_cst load of armed is then ordered after it in the
- * single total order, and the fence the I/O thread puts between its store
- * of armed and its look at the work pairs with that (C11 7.17.3): either
- * it sees the work or we see armed == 1. */
-static bool spn_prod_kick_ordered(struct spn_producer *p)
+/*
+ * Posts fn to the I/O thread if this thread is the one whose exchange takes
+ * *gate from `open` to the other value (0 or 1), so one post is on its way
+ * at a time; a post that fails (ring full: the loop is far behind) opens
+ * the gate again for a later try. All inside the kicking count: the I/O
+ * thread closes every gate for good, then waits for kicking == 0 before it
+ * destroys the loop. Returns 1 (posted), 0 (the gate was closed) or -1
+ * (the post failed).
+ */
+static int spn_prod_post_once(struct spn_producer *p, _Atomic uint32_t *gate, uint32_t open,
+			      void (*fn)(struct ipc_loop *, void *, uint64_t),
+			      _Atomic uint64_t *count)
 {
-	bool posted = false;
+	int r = 0;
 
-	/* seq_cst: see above; a plain load on x86. */
-	if (!atomic_load_explicit(&p->armed, memory_order_seq_cst))
-		return false;
 	/* seq_cst: ordered before the exchange, so a destroy that saw
-	 * kicking == 0 after disarming for good is never followed by our
-	 * post. Pairs with the I/O thread's acquire load of kicking. */
+	 * kicking == 0 after closing the gates for good is never followed by
+	 * our post. Pairs with the I/O thread's acquire load of kicking. */
 	atomic_fetch_add_explicit(&p->kicking, 1, memory_order_seq_cst);
-	if (atomic_exchange_explicit(&p->armed, 0, memory_order_seq_cst)) {
-		atomic_fetch_add_explicit(&p->n.wakeups, 1, memory_order_relaxed);
-		posted = ipc_loop_post(p->loop, _spn_io_on_kick, p, 0) == 0;
-		if (!posted) {
-			/* Post ring full: the loop is far behind; let the
-			 * next push try again. */
-			atomic_store_explicit(&p->armed, 1, memory_order_seq_cst);
-			spn_log_warn(SPN_TAG, "wake-up post failed (ring full)");
-		}
+	if (atomic_exchange_explicit(gate, !open, memory_order_seq_cst) == open) {
+		atomic_fetch_add_explicit(count, 1, memory_order_relaxed);
+		r = ipc_loop_post(p->loop, fn, p, 0) == 0 ? 1 : -1;
+		if (r < 0)
+			atomic_store_explicit(gate, open, memory_order_seq_cst);
 	}
 	/* Release: our use of p->loop is over; pairs with the acquire load
 	 * of kicking before the loop is destroyed. */
 	atomic_fetch_sub_explicit(&p->kicking, 1, memory_order_release);
-	return posted;
+	return r;
+}
+
+/* The kick after a seq_cst operation or fence that made the work
+ * visible: the seq_cst load of armed is then ordered after it in the
+ * single total order, and the fence the I/O thread puts between its store
+ * of armed and its look at the work pairs with that (C11 7.17.3): either
+ * it sees the work or we see armed == 1. Returns true when it posted. */
+static bool spn_prod_kick_ordered(struct spn_producer *p)
+{
+	int r;
+
+	/* seq_cst: see above; a plain load on x86. */
+	if (!atomic_load_explicit(&p->armed, memory_order_seq_cst))
+		return false;
+	r = spn_prod_post_once(p, &p->armed, 1, _spn_io_on_kick, &p->n.wakeups);
+	if (r < 0)
+		spn_log_warn(SPN_TAG, "wake-up post failed (ring full)");
+	return r > 0;
 }
 
 /* Not inlined: gcc rejects atomic_thread_fence under -fsanitize=thread
@@ -148,23 +165,14 @@ void _spn_prod_arb_hurry(void *vp)
 	 * above) starts a round. */
 	if (spn_prod_kick_ordered(p))
 		return;
-	/* Awake, waiting out its commit period: one hurry post at a time.
-	 * Relaxed peek: writers that keep finding the SMB short while one
-	 * is on its way pay no locked instruction. */
+	/* Awake, waiting out its commit period: one hurry post at a time
+	 * (the I/O thread opens the gate again when it takes the post, and
+	 * closes it for good when it quits). Relaxed peek: writers that keep
+	 * finding the SMB short while one is on its way pay no locked
+	 * instruction. */
 	if (atomic_load_explicit(&p->hurry, memory_order_relaxed))
 		return;
-	/* seq_cst, release: as in spn_prod_kick_ordered (the I/O thread
-	 * waits for kicking == 0 before it destroys the loop, and sets
-	 * hurry for good before that, so no post comes after). */
-	atomic_fetch_add_explicit(&p->kicking, 1, memory_order_seq_cst);
-	if (!atomic_exchange_explicit(&p->hurry, 1, memory_order_seq_cst)) {
-		atomic_fetch_add_explicit(&p->n.hurries, 1, memory_order_relaxed);
-		if (ipc_loop_post(p->loop, _spn_io_on_hurry, p, 0) != 0)
-			/* Ring full: the loop is busy anyway; a later
-			 * shortage tries again. */
-			atomic_store_explicit(&p->hurry, 0, memory_order_relaxed);
-	}
-	atomic_fetch_sub_explicit(&p->kicking, 1, memory_order_release);
+	spn_prod_post_once(p, &p->hurry, 0, _spn_io_on_hurry, &p->n.hurries);
 }
 
 /* ---- Create / destroy ---------------------------------------------------- */

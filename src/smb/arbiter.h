@@ -205,7 +205,7 @@ struct smb_arbiter_opts {
 	 * (less than 1/SMB_LOW_WATER_DIVISOR free) or full: the I/O thread
 	 * should drain now even if it is awake and waiting out its commit
 	 * period, which `wake` does not ask for. Same ordering contract as
-	 * `wake`; NULL: `wake` is called */
+	 * `wake`, and used only with `wake` set; NULL: `wake` is called */
 	void (*hurry)(void *ctx);
 	void *ctx; /* for the callbacks */
 	/* test only: never use membarrier, make writers run a full fence */
