@@ -12,6 +12,12 @@
 
 /* Seals an SMB must carry so its size can never change under a mapper. */
 #define SMB_SHM_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+/* Both sides map the whole SMB in at once (MAP_POPULATE): the first touch
+ * of each page would otherwise be a page fault, in a writer's event (a
+ * chunk change that cuts a fresh page) or in a lane's copy. An SMB is at
+ * most 32 MiB (smb_shm_check_size) and is all used within one lap of its
+ * writers, so this only moves the faults to set-up. */
+#define SMB_SHM_MAP_FLAGS (MAP_SHARED | MAP_POPULATE)
 
 static int smb_shm_sys_open(const char *path, int flags, mode_t mode)
 {
@@ -142,7 +148,7 @@ int smb_shm_create(struct smb_shm *shm, size_t size, uint32_t page_size)
 		goto fail_close;
 	}
 	step = "mmap";
-	p = smb_shm_ops.mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	p = smb_shm_ops.mmap(NULL, size, PROT_READ | PROT_WRITE, SMB_SHM_MAP_FLAGS, fd, 0);
 	if (p == MAP_FAILED) {
 		err = -errno;
 		goto fail_close;
@@ -242,7 +248,7 @@ int smb_shm_attach(struct smb_shm *shm, int fd, uint32_t page_size,
 	if ((err = smb_shm_check_size(shm, fd, st.st_size, page_size, origin)) != 0)
 		return err;
 	p = smb_shm_ops.mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
-			     MAP_SHARED, fd, 0);
+			     SMB_SHM_MAP_FLAGS, fd, 0);
 	if (p == MAP_FAILED) {
 		err = errno;
 		return smb_shm_fail(shm, -err, "SMB fd %d refused: mmap of %lld bytes "

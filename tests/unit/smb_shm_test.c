@@ -46,6 +46,28 @@ static int mappings(void)
 	return n;
 }
 
+/* Resident kB of the mapping that starts at base (its Rss in
+ * /proc/self/smaps: pages present in this process's page tables). */
+static long resident_kb(const void *base)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512], start[32];
+	bool in = false;
+	long kb = -1;
+
+	assert_non_null(f);
+	snprintf(start, sizeof(start), "%lx-", (unsigned long)(uintptr_t)base);
+	while (fgets(line, sizeof(line), f)) {
+		if (strchr(line, '-') && strchr(line, ' ') &&
+		    strchr(line, '-') < strchr(line, ' '))
+			in = strncmp(line, start, strlen(start)) == 0;
+		else if (in && sscanf(line, "Rss: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
 static bool fd_is_open(int fd)
 {
 	return fcntl(fd, F_GETFD) != -1;
@@ -114,6 +136,8 @@ static void test_create(void **state)
 	assert_true(n > 0);
 	target[n] = '\0';
 	assert_non_null(strstr(target, "memfd:perfetto_shmem"));
+	/* Mapped in whole: no writer or lane takes a page fault on it. */
+	assert_int_equal(resident_kb(a.smb.base), 256);
 	/* The seals hold: the size cannot change. */
 	assert_int_equal(ftruncate(a.fd, 4096), -1);
 	assert_int_equal(errno, EPERM);
@@ -306,6 +330,8 @@ static void test_attach_from_service(void **state)
 	fd = make_memfd(262144, 0); /* unsealed is fine here */
 	smb_shm_init(&shm);
 	assert_int_equal(smb_shm_attach(&shm, fd, 4096, SMB_SHM_FROM_SERVICE), 0);
+	/* Mapped in whole, though nobody has touched the memfd yet. */
+	assert_int_equal(resident_kb(shm.smb.base), 256);
 	smb_shm_close(&shm);
 	fd = make_memfd(3 * 12288, 0); /* ABI page size the service never picks */
 	assert_int_equal(smb_shm_attach(&shm, fd, 12288, SMB_SHM_FROM_SERVICE), 0);
