@@ -80,11 +80,18 @@ static uint64_t tb_pow2_floor(uint64_t v)
 /*
  * Chooses the segment size and count for a buffer: size / 16 rounded down
  * to a power of two, within 64 KiB..1 MiB; buffers under 256 KiB get 4
- * segments (>= 4 KiB each), which caps their largest storable chunk. Every lane
- * needs a current segment and the cursor needs full ones to recycle, so
- * the count is at least nlanes + 2 (tiny buffers then use a little more
- * memory than asked for; buffer_size still reports the configured size).
+ * segments of at least 8 KiB each. A record never spans segments, so that
+ * caps their largest storable chunk at a quarter of the buffer, but never
+ * below the chunks of 4 KiB pages (4088 bytes, a 4112-byte record: what
+ * Perfetto's SDK and ours use by default), which a 4 KiB segment could not
+ * hold. Every lane needs a current segment and the cursor needs full ones
+ * to recycle, so the count is at least nlanes + 2 (tiny buffers then use a
+ * little more memory than asked for; buffer_size still reports the
+ * configured size).
  */
+/* Smallest segment: holds the record of a 4 KiB page's chunk. */
+#define TB_MIN_SEG 8192u
+
 static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
 			uint32_t *nseg)
 {
@@ -98,8 +105,8 @@ static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
 			seg = 1u << 20;
 	} else {
 		seg = tb_pow2_floor(size / 4);
-		if (seg < 4096)
-			seg = 4096;
+		if (seg < TB_MIN_SEG)
+			seg = TB_MIN_SEG;
 	}
 	n = (size + seg - 1) / seg;
 	if (n < nlanes + 2u)

@@ -147,7 +147,10 @@ static void test_geometry(void **state)
 		unsigned lanes;
 		uint32_t seg, nseg;
 	} cases[] = {
-		{ 4096, 1, 4096, 3 },
+		/* Tiny buffers: 8 KiB segments, which hold a 4 KiB page's
+		 * chunk (4 KiB ones would hold none). */
+		{ 4096, 1, 8192, 3 },
+		{ 16384, 2, 8192, 4 },
 		{ 65536, 1, 16384, 4 },
 		{ 1 << 20, 4, 65536, 16 },
 		{ 2 << 20, 16, 131072, 18 },
@@ -600,6 +603,27 @@ static void test_patch_out_of_range(void **state)
 	assert_int_equal(read_all(), 1);
 	assert_int_equal(PK[0].counter, 1);
 	assert_true(PK[0].filler_ok);	/* p[0] stayed applied */
+}
+
+/* §1: a chunk no larger than the buffer is stored: a 16 KiB buffer keeps
+ * the ~4 KiB chunks of 4 KiB pages (4 KiB segments held none of them:
+ * every one was refused as an ABI violation). */
+static void test_small_buffer_page_chunks(void **state)
+{
+	int n;
+
+	(void)state;
+	setup_buf(16384, SVC_TBUF_RING, 1);
+	for (uint32_t id = 0; id < 10; id++)
+		assert_int_equal(put1(0, 1, 1, id, 4040), SVC_TBUF_STORED);
+	assert_true(CB.len > 4050 && CB.len <= 4088);
+	n = read_all();
+	assert_true(n >= 2);
+	assert_int_equal(PK[n - 1].counter, 9);
+	assert_int_equal(PK[n - 1].filler, 4040);
+	assert_true(PK[n - 1].filler_ok);
+	assert_int_equal(stats().abi_violations, 0);
+	assert_int_equal(stats().chunks_written, 10);
 }
 
 /* §3: chunk gone (never stored, overwritten) -> patches_failed. */
@@ -1494,6 +1518,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_args),
 		cmocka_unit_test(test_geometry),
+		cmocka_unit_test_teardown(test_small_buffer_page_chunks, teardown),
 		cmocka_unit_test_teardown(test_basic_read, teardown),
 		cmocka_unit_test_teardown(test_payload_copy_sizes, teardown),
 		cmocka_unit_test_teardown(test_trailer_bytes, teardown),
