@@ -35,6 +35,17 @@
 // slice event (begin, one 16-byte append, end): the floor under every event.
 //
 // Usage: sdk_bench [samples per case and thread, default 200000]
+//                  [--smb-kb N]
+// --smb-kb sets the SMB size; bursts shrink to fit and the JSON goes to
+// bench/results/sdk_bench_smbN.json. The default, 8192 KiB, never fills:
+// every chunk a writer takes was last touched long ago, so its lines come
+// from memory, streamed by the prefetcher. 256 is the SDK's default SMB:
+// chunks come round again while the drainer's core (the service's, in an
+// app) still shares the lines it copied, and each store into such a line
+// waits for the other copy to go (measured here: raw16 ~10.6 ns instead of
+// ~3.5, slice ~15-16.9 instead of ~14.4; a service that flushed the lines
+// after copying gave the 8 MiB figures back but halved its commit rate).
+// The chunk changes, and so the tails, cost about the same either way.
 #if !defined(__x86_64__)
 #include <stdio.h>
 int main(void)
@@ -59,7 +70,7 @@ int main(void)
 #include "smb/shm.h"
 #include "spindle/track_event.h"
 
-#define BENCH_SMB_SIZE (8u << 20)	/* 8 MiB */
+#define BENCH_SMB_KB 8192u		/* default SMB: 8 MiB */
 #define BENCH_BURST 4096u		/* events per burst */
 #define BENCH_BURST_1K 1024u		/* 1 KiB packets per burst */
 #define BENCH_MAX_THREADS 2
@@ -128,6 +139,20 @@ struct bench_writer {
 };
 
 static uint64_t g_sink;
+static uint32_t g_smb_kb = BENCH_SMB_KB;	/* --smb-kb */
+
+/* Events per burst of kind k: at most 4096 (1024 1 KiB packets), and few
+ * enough that the bursts of all threads fill at most half the SMB. */
+static uint32_t bench_burst(enum bench_kind k)
+{
+	uint32_t base = k == K_RAW1K ? BENCH_BURST_1K : BENCH_BURST;
+	uint32_t size = k == K_RAW1K ? 1040u : 64u; /* bytes per event, at most */
+	uint64_t fit = (uint64_t)g_smb_kb * 1024u / 2u / BENCH_MAX_THREADS / size;
+
+	if (fit < base)
+		base = fit < BENCH_GROUP ? BENCH_GROUP : (uint32_t)fit / BENCH_GROUP * BENCH_GROUP;
+	return base;
+}
 
 /* One event of the case; i counts events. */
 static inline __attribute__((always_inline)) void bench_event(enum bench_kind k, uint64_t i,
@@ -191,7 +216,7 @@ static void *writer_main(void *arg)
 {
 	struct bench_writer *w = arg;
 	enum bench_kind k = w->bc->kind;
-	uint32_t burst = k == K_RAW1K ? BENCH_BURST_1K : BENCH_BURST, i = 0;
+	uint32_t burst = bench_burst(k), i = 0;
 	uint64_t ev = 0;
 
 	/* Warm up: the thread's writer, sequence, interning, descriptors. */
@@ -339,7 +364,7 @@ static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t 
 	*dropped = 0;
 	o.ctx = e;
 	smb_shm_init(&e->shm);
-	if (!e || !d || !w || smb_shm_create(&e->shm, BENCH_SMB_SIZE, SPN_SMB_DEFAULT_PAGE_SIZE) ||
+	if (!e || !d || !w || smb_shm_create(&e->shm, (size_t)g_smb_kb * 1024u, SPN_SMB_DEFAULT_PAGE_SIZE) ||
 	    smb_arbiter_init(&e->arb, &e->shm.smb, &ao) || smb_commit_init(&d->commit) ||
 	    spn_te_create(&o, &e->te) ||
 	    spn_te_start(e->te, 0, (const uint8_t *)"\x12\x05\x62\x65\x6e\x63\x68\x0a\x01\x2a",
@@ -402,12 +427,29 @@ int main(int argc, char **argv)
 		{ "raw1k", K_RAW1K, 2 },	{ "raw16", K_RAW16, 1 },
 		{ "raw16", K_RAW16, 2 },
 	};
-	uint32_t samples = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 10) : 200000u;
+	uint32_t samples = 200000u;
+	char name[32] = "sdk_bench";
 	double tsc_med = 0, pair_ticks = 0, pair_gticks = 0, mean1[16] = { 0 };
 	enum spn_te_clock clock = SPN_TE_CLOCK_AUTO;
 	struct bench_json j;
 	uint32_t *all, *gall, *tmp;
 
+	for (int a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--smb-kb") == 0 && a + 1 < argc) {
+			g_smb_kb = (uint32_t)strtoul(argv[++a], NULL, 10);
+			if (g_smb_kb < 64 || g_smb_kb > 32768 || g_smb_kb % 4) {
+				fprintf(stderr, "sdk_bench: --smb-kb: 64..32768, a multiple of 4\n");
+				return 2;
+			}
+		} else if (argv[a][0] >= '0' && argv[a][0] <= '9') {
+			samples = (uint32_t)strtoul(argv[a], NULL, 10);
+		} else {
+			fprintf(stderr, "usage: sdk_bench [samples] [--smb-kb N]\n");
+			return 2;
+		}
+	}
+	if (g_smb_kb != BENCH_SMB_KB)
+		snprintf(name, sizeof(name), "sdk_bench_smb%u", g_smb_kb);
 	if (samples < 1000)
 		samples = 1000;
 	all = malloc(sizeof(*all) * samples * BENCH_MAX_THREADS);
@@ -416,11 +458,11 @@ int main(int argc, char **argv)
 	if (!all || !tmp || !gall)
 		return 1;
 	bench_calibrate();
-	if (bench_json_open(&j, SPN_BENCH_RESULTS_DIR, "sdk_bench") != 0)
-		fprintf(stderr, "sdk_bench: cannot write %s/sdk_bench.json: %s\n",
-			SPN_BENCH_RESULTS_DIR, strerror(errno));
-	printf("sdk_bench: %ld cores, TSC %.3f GHz, %u samples per thread, %u MiB SMB, "
-	       "drainer thread on\n", bench_cores(), g_tsc_per_ns, samples, BENCH_SMB_SIZE >> 20);
+	if (bench_json_open(&j, SPN_BENCH_RESULTS_DIR, name) != 0)
+		fprintf(stderr, "sdk_bench: cannot write %s/%s.json: %s\n",
+			SPN_BENCH_RESULTS_DIR, name, strerror(errno));
+	printf("sdk_bench: %ld cores, TSC %.3f GHz, %u samples per thread, %u KiB SMB, "
+	       "drainer thread on\n", bench_cores(), g_tsc_per_ns, samples, g_smb_kb);
 	printf("%-14s %7s %8s %8s %8s %9s %8s %8s %8s %8s %6s %8s %8s %10s\n", "case",
 	       "threads", "med ns", "/tsc med", "p99 ns", "p99.9 ns", "mean ns", "max ns",
 	       "/1 thr", "dropped", "chg %", "chg med", "chg p90", "rest p99.9");
@@ -467,10 +509,11 @@ int main(int argc, char **argv)
 				  "\"max_ns\": %.0f, \"mean_ns\": %.2f, "
 				  "\"two_over_one_thread\": %.2f, \"dropped\": %llu, "
 				  "\"chunk_change_pct\": %.2f, \"chunk_change_median_ns\": %.1f, "
-				  "\"chunk_change_p90_ns\": %.1f, \"other_p999_ns\": %.1f",
+				  "\"chunk_change_p90_ns\": %.1f, \"other_p999_ns\": %.1f, "
+				  "\"smb_kb\": %u",
 				  bc->name, bc->threads, med, tsc_med > 0 ? med / tsc_med : 0, p99,
 				  p999, pmax, mean, vs1, (unsigned long long)dropped, chg.share,
-				  chg.med, chg.p90, chg.rest999);
+				  chg.med, chg.p90, chg.rest999, g_smb_kb);
 	}
 	printf("clock: %s; \"pair\" is the lfence;rdtsc pair every sample is taken with "
 	       "(its median is subtracted from the other rows); med = median of %u-event "
