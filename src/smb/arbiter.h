@@ -114,7 +114,8 @@
 #define SMB_PRESSURE_DIVISOR 2u
 /* A writer taking a chunk checks every this many chunks whether less than
  * 1/SMB_LOW_WATER_DIVISOR of the SMB is free, and if so hurries the I/O
- * thread (see smb_low_water_check). Half, not a quarter: a writer flat
+ * thread (see smb_low_water_check). The count is the writer's own, offset
+ * by its writer id: no counter shared by writers. Half, not a quarter: a writer flat
  * out fills the last quarter of a 256 KiB SMB in ~0.1 ms, often before
  * the commit the hurry starts has freed chunks (spindle-loadgen, 1 thread
  * flat out: 0.34% lost with a quarter, 0.11% with half). */
@@ -226,9 +227,10 @@ struct smb_arbiter_stats {
 	_Atomic uint64_t pressure_rounds;  /* drains that reported pressure */
 	_Atomic uint64_t abi_errors;	   /* page word in a state we did not
 					    * expect (a misbehaving service) */
-	_Atomic uint64_t pages_coarse;	   /* pages partitioned in `layout` */
 	_Atomic uint64_t pages_fine;	   /* pages partitioned as Div14 for
-					    * many writers */
+					    * many writers (the coarse ones are
+					    * not counted: a shared counter on
+					    * every chunk change) */
 	_Atomic uint64_t standby_parked;   /* chunks the drain took for writers */
 	_Atomic uint64_t standby_returned; /* of those, freed unused */
 	_Atomic uint64_t handoffs;	   /* full chunks writers left to the
@@ -251,8 +253,6 @@ struct smb_arbiter {
 	struct smb_chunk_node *nodes;
 	/* live writers (relaxed: a hint for the layout of new pages) */
 	_Atomic uint32_t live_writers;
-	_Atomic uint32_t chunks_taken;	/* chunks acquired (low-water check cadence);
-					 * any writer, relaxed */
 	/* commit queue head (writers push with CAS, drain exchanges) */
 	_Alignas(64) _Atomic(struct smb_qnode *) head;
 	/* ---- I/O thread only ---- */

@@ -265,14 +265,13 @@ static void test_thousand_threads(void **state)
 		assert_int_equal(jobs[i].stats.packets_dropped, 0);
 	print_message("1000 threads x %u packets: %.2f s, %llu pressure rounds, "
 		      "%llu reclaims, %llu chunks stolen, %llu smb_full, "
-		      "%llu/%llu pages Div14/Div1\n",
+		      "%llu pages Div14\n",
 		      tmpl.packets, (double)(now_us() - t0) / 1e6,
 		      (unsigned long long)r->arb.stats.pressure_rounds,
 		      (unsigned long long)(r->ts.reclaims + r->sweeps),
 		      (unsigned long long)r->arb.stats.stolen,
 		      (unsigned long long)r->arb.stats.smb_full,
-		      (unsigned long long)r->arb.stats.pages_fine,
-		      (unsigned long long)r->arb.stats.pages_coarse);
+		      (unsigned long long)r->arb.stats.pages_fine);
 	assert_true(r->arb.stats.pages_fine > 0);
 	free(jobs);
 	run_free(r);
