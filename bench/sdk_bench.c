@@ -268,13 +268,6 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x > y) - (x < y);
-}
-
 /* Percentile p of n sorted samples less `base` ticks, in ns per event for
  * samples of `per` events each; never below 0. */
 static double pct_ns(const uint32_t *v, uint32_t n, double p, double base, uint32_t per)
@@ -309,8 +302,8 @@ static void bench_split_chg(uint32_t *all, uint32_t n, uint32_t *tmp, double bas
 			tmp[nr++] = all[i];
 		all[i] &= ~BENCH_CHG;
 	}
-	qsort(tmp, nr, sizeof(*tmp), cmp_u32);
-	qsort(tmp + nr, nc, sizeof(*tmp), cmp_u32);
+	qsort(tmp, nr, sizeof(*tmp), bench_cmp_u32);
+	qsort(tmp + nr, nc, sizeof(*tmp), bench_cmp_u32);
 	out->share = n ? 100.0 * nc / n : 0;
 	out->med = pct_ns(tmp + nr, nc, 0.5, base, 1);
 	out->p90 = pct_ns(tmp + nr, nc, 0.9, base, 1);
@@ -479,8 +472,8 @@ int main(int argc, char **argv)
 			mean = bench_run(bc, samples, all, &n, gall, &ng, &dropped, &clock);
 		if (bc->threads > 0)
 			bench_split_chg(all, n, tmp, pair_ticks, &chg);
-		qsort(all, n, sizeof(*all), cmp_u32);
-		qsort(gall, ng, sizeof(*gall), cmp_u32);
+		qsort(all, n, sizeof(*all), bench_cmp_u32);
+		qsort(gall, ng, sizeof(*gall), bench_cmp_u32);
 		if (bc->kind == K_PAIR) {
 			/* the pair's own median, subtracted from every other row */
 			pair_ticks = all[(n - 1) / 2];

@@ -155,13 +155,6 @@ static void bench_baseline(const struct bench_case *bc, uint32_t *ticks, uint32_
 	}
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x > y) - (x < y);
-}
-
 /* Percentile p (0..1) of sorted ticks, in ns. */
 static double pct_ns(const uint32_t *sorted, uint32_t n, double p)
 {
@@ -190,7 +183,7 @@ static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t 
 	if (bc->threads == 0) {
 		bench_baseline(bc, all, samples);
 		*n_all = samples;
-		qsort(all, samples, sizeof(*all), cmp_u32);
+		qsort(all, samples, sizeof(*all), bench_cmp_u32);
 		return 0;
 	}
 	smb_shm_init(&shm);
@@ -228,7 +221,7 @@ static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t 
 	pthread_join(dt, NULL);
 	pthread_barrier_destroy(&start);
 	*n_all = samples * (uint32_t)bc->threads;
-	qsort(all, *n_all, sizeof(*all), cmp_u32);
+	qsort(all, *n_all, sizeof(*all), bench_cmp_u32);
 	smb_commit_fini(&d->commit);
 	smb_arbiter_destroy(&arb);
 	smb_shm_close(&shm);
