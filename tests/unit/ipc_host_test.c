@@ -911,16 +911,30 @@ static void bind_other(IpcFrame *f, Perfetto__Protos__IPCFrame__BindService *bs)
 	bs->service_name = (char *)"OtherService";
 }
 
+/* Sends f (bind_other's request 1) on r, expects "OtherService" bound as
+ * service 2, then an echo of `text` as request 2 on the same connection. */
+static void bind_other_then_echo(struct raw *r, IpcFrame *f, const char *text)
+{
+	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
+	IpcFrame *g;
+
+	raw_send_frame(r, f, -1);
+	g = raw_expect(r, 1, BSR);
+	assert_int_equal(g->msg_bind_service_reply->service_id, 2);
+	ipc_frame_free(g);
+	req.text = (char *)text;
+	raw_invoke(r, 2, 1, M_ECHO, &req, false, -1);
+	raw_expect_echo(r, 2, text);
+}
+
 static void test_largest_frame_accepted(void **state)
 {
 	Perfetto__Protos__IPCFrame__BindService bs =
 		PERFETTO__PROTOS__IPCFRAME__BIND_SERVICE__INIT;
 	IpcFrame f = PERFETTO__PROTOS__IPCFRAME__INIT;
-	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
 	struct raw *r = raw_connect(srv.path);
 	ProtobufCBinaryData pad;
 	size_t over;
-	IpcFrame *g;
 
 	(void)state;
 	/* A bind padded with data_for_testing to exactly 131068 bytes. */
@@ -934,14 +948,8 @@ static void test_largest_frame_accepted(void **state)
 	pad.len = SPN_IPC_MAX_FRAME_PAYLOAD - over - 2;	/* 3-byte length */
 	assert_int_equal(perfetto__protos__ipcframe__get_packed_size(&f),
 			 SPN_IPC_MAX_FRAME_PAYLOAD);
-	raw_send_frame(r, &f, -1);
-	g = raw_expect(r, 1, BSR);
-	assert_int_equal(g->msg_bind_service_reply->service_id, 2);
-	ipc_frame_free(g);
+	bind_other_then_echo(r, &f, "ok");
 	free(pad.data);
-	req.text = (char *)"ok";
-	raw_invoke(r, 2, 1, M_ECHO, &req, false, -1);
-	raw_expect_echo(r, 2, "ok");
 	raw_close(r);
 }
 
@@ -955,11 +963,9 @@ static void test_frame_beyond_decode_arena(void **state)
 	Perfetto__Protos__IPCFrame__BindService bs =
 		PERFETTO__PROTOS__IPCFRAME__BIND_SERVICE__INIT;
 	IpcFrame f = PERFETTO__PROTOS__IPCFRAME__INIT;
-	EchoRequest req = SPINDLE__TEST__ECHO_REQUEST__INIT;
 	struct raw *r = raw_connect(srv.path);
 	ProtobufCBinaryData *pad;
 	const size_t n = 65000;
-	IpcFrame *g;
 
 	(void)state;
 	pad = calloc(n, sizeof(*pad));
@@ -970,14 +976,8 @@ static void test_frame_beyond_decode_arena(void **state)
 	assert_true(perfetto__protos__ipcframe__get_packed_size(&f) <=
 		    SPN_IPC_MAX_FRAME_PAYLOAD);
 	assert_true(n * sizeof(*pad) > (256u << 10));
-	raw_send_frame(r, &f, -1);
-	g = raw_expect(r, 1, BSR);
-	assert_int_equal(g->msg_bind_service_reply->service_id, 2);
-	ipc_frame_free(g);
+	bind_other_then_echo(r, &f, "after");
 	free(pad);
-	req.text = (char *)"after";
-	raw_invoke(r, 2, 1, M_ECHO, &req, false, -1);
-	raw_expect_echo(r, 2, "after");
 	raw_close(r);
 }
 
