@@ -121,6 +121,8 @@
  * flat out: 0.34% lost with a quarter, 0.11% with half). */
 #define SMB_LOW_WATER_EVERY 16u
 #define SMB_LOW_WATER_DIVISOR 2u
+/* Pages that check looks at, spread over the SMB (all of a smaller one). */
+#define SMB_LOW_WATER_SAMPLES 16u
 /* Pages of the SMB whose free space one drain looks at again. */
 #define SMB_FREE_SCAN_PAGES 64u
 /* Standby chunks (see the top) while live writers * this <= SMB chunks. */

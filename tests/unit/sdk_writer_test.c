@@ -1070,6 +1070,78 @@ static void test_pressure_reclaims(void **state)
 	env_free(e);
 }
 
+/* The arbiter's wake and hurry hooks, counting into calls[0] / calls[1]. */
+static void count_wake(void *ctx)
+{
+	((unsigned *)ctx)[0]++;
+}
+
+static void count_hurry(void *ctx)
+{
+	((unsigned *)ctx)[1]++;
+}
+
+/* Pages of e's SMB with no chunk taken (every page word, exactly). */
+static uint32_t free_pages(struct env *e)
+{
+	uint32_t n = 0;
+
+	for (uint32_t p = 0; p < e->arb.smb.num_pages; p++) {
+		uint32_t w = spn_smb_page_load(&e->arb.smb, p, memory_order_relaxed);
+
+		n += w == 0 || spn_smb_word_state(w, 0) == SPN_SMB_FREE;
+	}
+	return n;
+}
+
+/* The low-water check (smb_low_water_check): a writer that keeps taking
+ * chunks while nothing is freed hurries the I/O thread once about half of
+ * the SMB is taken, and not while clearly more than half is free, in a
+ * default-size SMB and in one whose pages it only samples. */
+static void test_low_water_hurries(void **state)
+{
+	static const size_t sizes[] = { SPN_SMB_DEFAULT_SIZE, 4u << 20 };
+
+	(void)state;
+	for (size_t s = 0; s < 2; s++) {
+		unsigned calls[2] = { 0, 0 }, first_at = 0;
+		struct smb_arbiter_opts o = {
+			.layout = SPN_SMB_PAGE_DIV1, .wake = count_wake,
+			.hurry = count_hurry, .ctx = calls, .no_standby = true,
+		};
+		struct env *e = env_new(sizes[s], 4096, &o, NULL, NULL);
+		struct spn_tw *tw;
+		uint32_t pages, seq = 0;
+		uint64_t chunks = 0;
+
+		pages = e->arb.smb.num_pages;
+		tw = new_writer(e, 1);
+		/* 3000-byte packets: a new chunk for about every packet. Stop
+		 * short of full (a writer that finds it full hurries too). */
+		while (tw->stats.chunks < pages - 4) {
+			unsigned before = calls[1];
+
+			assert_int_equal(gen_write(tw, 0, seq++, 3000, 2, NULL, NULL), 0);
+			if (tw->stats.chunks == chunks)
+				continue;
+			chunks = tw->stats.chunks;
+			if (calls[1] != before && !first_at) {
+				first_at = (unsigned)chunks;
+				/* Not while more than 5/8 of the SMB is free. */
+				assert_true(free_pages(e) * 8u < pages * 5u);
+			}
+		}
+		/* It hurried within a check period (SMB_LOW_WATER_EVERY chunks)
+		 * of half the SMB being taken, give or take the sample's
+		 * stride. */
+		assert_true(first_at != 0);
+		assert_true(first_at <= pages / 2u + SMB_LOW_WATER_EVERY +
+						pages / SMB_LOW_WATER_SAMPLES + 1u);
+		spn_tw_destroy(tw);
+		env_free(e);
+	}
+}
+
 /* The page-word state of chunk (page, chunk) in its page's layout. */
 static uint32_t chunk_state(struct env *e, uint32_t page, uint32_t chunk)
 {
@@ -1487,6 +1559,7 @@ int main(void)
 		cmocka_unit_test(test_flush_hands_back),
 		cmocka_unit_test(test_reclaim),
 		cmocka_unit_test(test_pressure_reclaims),
+		cmocka_unit_test(test_low_water_hurries),
 		cmocka_unit_test(test_standby_chunks),
 		cmocka_unit_test(test_handoff),
 		cmocka_unit_test(test_writer_ids),
