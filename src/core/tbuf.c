@@ -125,22 +125,31 @@ static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
  * process's mmap lock for writing for the whole mapping (hundreds of ms
  * for 1 GiB), stalling every page fault of every other thread, lanes
  * included; a step of MADV_POPULATE_WRITE holds it for reading only, and
- * only that long. Kernels without it get one write per page.
+ * only that long. Returns false on a kernel without it (before 5.14).
  */
-static void tb_populate(uint8_t *p, size_t len)
+static bool tb_populate(uint8_t *p, size_t len)
 {
 	for (size_t off = 0; off < len; off += TB_POPULATE_STEP) {
 		size_t n = len - off < TB_POPULATE_STEP ? len - off
 							: TB_POPULATE_STEP;
 
-		if (madvise(p + off, n, MADV_POPULATE_WRITE) == 0)
-			continue;
-		for (size_t i = 0; i < n; i += 4096)
-			((volatile uint8_t *)p)[off + i] = 0;
+		if (madvise(p + off, n, MADV_POPULATE_WRITE) != 0)
+			return false;
 	}
+	return true;
 }
 
-static void *tb_map(size_t len, bool populate)
+/* tb_populate for memory nobody uses yet: without MADV_POPULATE_WRITE,
+ * one write per page. */
+static void tb_populate_new(uint8_t *p, size_t len)
+{
+	if (tb_populate(p, len))
+		return;
+	for (size_t i = 0; i < len; i += 4096)
+		((volatile uint8_t *)p)[i] = 0;
+}
+
+static void *tb_map(size_t len, size_t populate)
 {
 	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
 	void *p;
@@ -148,9 +157,23 @@ static void *tb_map(size_t len, bool populate)
 	p = svc_mem_mmap(NULL, len, PROT_READ | PROT_WRITE, flags, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	if (populate)
-		tb_populate(p, len);
+	tb_populate_new(p, populate < len ? populate : len);
 	return p;
+}
+
+bool svc_tbuf_populate_more(struct svc_tbuf *b, size_t budget)
+{
+	size_t n = b->data_len - b->populated;
+
+	if (n > budget)
+		n = budget;
+	/* Not tb_populate_new: lanes may be writing there already. */
+	if (n && !tb_populate(b->data + b->populated, n)) {
+		b->populated = b->data_len;
+		return false;
+	}
+	b->populated += n;
+	return b->populated < b->data_len;
 }
 
 static size_t tb_page_round(size_t len)
@@ -170,12 +193,12 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 	if (size < SVC_TBUF_MIN_SIZE || size > SVC_TBUF_MAX_SIZE ||
 	    (policy != SVC_TBUF_RING && policy != SVC_TBUF_DISCARD) ||
 	    nlanes == 0 || nlanes > SVC_TBUF_MAX_LANES ||
-	    (flags & ~SVC_TBUF_PREFAULT))
+	    (flags & ~(SVC_TBUF_PREFAULT | SVC_TBUF_PREFAULT_HEAD)))
 		return -EINVAL;
 	tb_geometry(size, nlanes, &seg_size, &nseg);
 
 	/* The struct holds a cache-line aligned member: map it too. */
-	b = tb_map(tb_page_round(sizeof(*b)), false);
+	b = tb_map(tb_page_round(sizeof(*b)), 0);
 	if (!b)
 		return -ENOMEM;
 	b->size = size;
@@ -188,11 +211,17 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 	atomic_init(&b->discarding, false);
 
 	b->data_len = (size_t)nseg * seg_size;
-	b->data = tb_map(b->data_len, flags & SVC_TBUF_PREFAULT);
+	b->populated = flags & SVC_TBUF_PREFAULT_HEAD ? SVC_TBUF_POPULATE_HEAD :
+		       flags & SVC_TBUF_PREFAULT ? b->data_len : 0;
+	if (b->populated > b->data_len)
+		b->populated = b->data_len;
+	b->data = tb_map(b->data_len, b->populated);
+	if (!(flags & SVC_TBUF_PREFAULT_HEAD))
+		b->populated = b->data_len; /* nothing left to do */
 	if (!b->data)
 		goto err;
 	b->segs_len = tb_page_round((size_t)nseg * sizeof(struct tb_seg));
-	b->segs = tb_map(b->segs_len, false);
+	b->segs = tb_map(b->segs_len, 0);
 	if (!b->segs)
 		goto err;
 	for (i = 0; i < nseg; i++) {
@@ -204,7 +233,7 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 		b->segs[i].data = b->data + (size_t)i * seg_size;
 	}
 	b->lanes_len = tb_page_round((size_t)nlanes * sizeof(struct tb_lane));
-	b->lanes = tb_map(b->lanes_len, false);
+	b->lanes = tb_map(b->lanes_len, 0);
 	if (!b->lanes)
 		goto err;
 	for (i = 0; i < nlanes; i++) {
