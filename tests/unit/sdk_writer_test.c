@@ -1307,6 +1307,37 @@ static void test_handoff(void **state)
 	env_free(e);
 }
 
+/* A writer whose hand-off is still out when it fills its next chunk queues
+ * that one (no standby left): the drain lists the hand-off first, so the
+ * service sees the writer's chunk ids in order (listed the other way round,
+ * Perfetto's traced counted chunks_committed_out_of_order). */
+static void test_handoff_before_queue(void **state)
+{
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct spn_tw *tw = new_writer(e, 1);
+	uint32_t i;
+
+	(void)state;
+	fill_to_change(e, tw);			/* chunk 0 taken */
+	fill_to_change(e, tw);			/* chunk 0 queued */
+	ts_pump(&e->ts, 0);			/* a standby parked */
+	fill_to_change(e, tw);			/* chunk 1 handed off */
+	assert_int_not_equal(atomic_load(&tw->handoff), 0);
+	assert_int_equal(atomic_load(&tw->standby), 0);
+	fill_to_change(e, tw);			/* chunk 2 queued */
+	assert_int_not_equal(atomic_load(&tw->handoff), 0);
+	assert_non_null(atomic_load(&e->arb.head));
+	ts_pump(&e->ts, 0);
+	spn_tw_destroy(tw);
+	ts_pump(&e->ts, 0);
+	expect_all(e);
+	assert_int_equal(e->arb.stats.handoffs, 1);
+	assert_int_equal(e->chunks.n, 4);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(e->chunks.v[i].chunk_id, i);
+	env_free(e);
+}
+
 /* ---- Writer ids, drain limits, flush ids, count limit -------------------- */
 
 static void test_writer_ids(void **state)
@@ -1562,6 +1593,7 @@ int main(void)
 		cmocka_unit_test(test_low_water_hurries),
 		cmocka_unit_test(test_standby_chunks),
 		cmocka_unit_test(test_handoff),
+		cmocka_unit_test(test_handoff_before_queue),
 		cmocka_unit_test(test_writer_ids),
 		cmocka_unit_test(test_drain_split_and_flush_id),
 		cmocka_unit_test(test_packets_per_chunk_limit),
