@@ -3,10 +3,8 @@
 // sessions, threads 1..N-1 work for it), the hand-off of a piece of work
 // to one of them (ctl_work_submit), and the main such work: allocating a
 // session's trace buffers (mmap and prefault, which for a 1 GiB buffer
-// takes long enough to stall everything else thread 0 serves), then
-// faulting in the rest of each buffer while the session runs
-// (populate_start). CloneSession hands its buffer copies over the same way
-// (ctl_clone.c).
+// takes long enough to stall everything else thread 0 serves). CloneSession
+// hands its buffer copies over the same way (ctl_clone.c).
 //
 // Hand-off argument. Thread 0 prepares a job holding only what the worker
 // needs (here: BufferIDs it assigned, plain sizes and policies), posts it
@@ -114,97 +112,20 @@ static void alloc_job_discard(struct alloc_job *j)
 	alloc_job_free(j);
 }
 
-/* Any thread: makes the buffers (a worker, or thread 0 without workers).
- * With workers only their head is populated here, so the session starts
- * as soon as it could take its first chunks; the rest follows in the
- * background (populate_start). */
+/* Any thread: makes the buffers (a worker, or thread 0 without workers). */
 static void alloc_job_run(struct ctl *ctl, void *arg)
 {
 	struct alloc_job *j = arg;
-	unsigned flags = ctl->nworkers ? SVC_TBUF_PREFAULT_HEAD : SVC_TBUF_PREFAULT;
 
 	for (unsigned i = 0; i < j->n && j->rc == 0; i++)
 		j->rc = svc_tbuf_create(j->sizes[i], j->pol[i],
-					ctl->svc->opts.lanes, flags, &j->tbs[i]);
+					ctl->svc->opts.lanes,
+					SVC_TBUF_PREFAULT, &j->tbs[i]);
 	if (j->rc < 0)
 		for (unsigned i = 0; i < j->n; i++) {
 			svc_tbuf_destroy(j->tbs[i]);
 			j->tbs[i] = NULL;
 		}
-}
-
-/* --- populating a buffer in the background --- */
-
-/* Bytes a worker populates per turn: other work queued on it (another
- * session's buffers) waits at most this long. */
-#define CTL_POPULATE_SLICE (64u << 20)
-
-/* One buffer being populated, a slice per turn on a worker. */
-struct populate_job {
-	struct svc_buf *buf;	/* holds a reference until the job ends */
-	bool more;		/* worker: some remains to be populated */
-};
-
-/* Worker: one slice, unless only this job still holds the buffer. */
-static void populate_run(struct ctl *ctl, void *arg)
-{
-	struct populate_job *j = arg;
-	(void)ctl;
-
-	/* Relaxed: a hint; a buffer that only we hold is on its way out,
-	 * and a stale count costs one slice for nothing. */
-	j->more = atomic_load_explicit(&j->buf->refs, memory_order_relaxed) > 1 &&
-		  svc_tbuf_populate_more(j->buf->tb, CTL_POPULATE_SLICE);
-}
-
-/* Worker: thread 0 cannot take the job back. */
-static void populate_lost(struct ctl *ctl, void *arg)
-{
-	struct populate_job *j = arg;
-	(void)ctl;
-
-	svc_buf_unref(j->buf);
-	free(j);
-}
-
-/* Thread 0: after a slice, the next one, or the end of the job. */
-static void populate_done(struct ctl *ctl, void *arg)
-{
-	struct populate_job *j = arg;
-
-	if (j->more && !ctl->shutting_down) {
-		ctl_work_submit(ctl, j->buf->id, populate_run, populate_done,
-				populate_lost, j);
-		return;
-	}
-	ctl_buf_put(ctl, j->buf);
-	free(j);
-}
-
-/*
- * Thread 0: populates the rest of b's storage on a worker, a slice at a
- * time, while the session already runs (lanes that outrun it fault pages
- * in themselves). Workers run at SCHED_IDLE, so this takes no CPU that
- * lanes or producers want. Populating a whole 1 GiB buffer before the
- * session started took 0.7-0.9 s here (2.4 s on a busy machine), and a
- * producer writing in that time lost its events.
- */
-static void populate_start(struct ctl *ctl, struct svc_buf *b)
-{
-	struct populate_job *j;
-
-	/* A budget of 0 only tells whether any remains (no job yet). */
-	if (!svc_tbuf_populate_more(b->tb, 0))
-		return;
-	j = malloc(sizeof(*j));
-	if (!j)
-		return; /* the lanes fault the rest in as they go */
-	j->buf = b;
-	j->more = false;
-	/* Relaxed: thread 0 holds a reference already (the session's). */
-	atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
-	ctl_work_submit(ctl, b->id, populate_run, populate_done, populate_lost,
-			j);
 }
 
 /* Thread 0: the buffers are made (or failed). */
@@ -253,9 +174,6 @@ static void alloc_job_done(struct ctl *ctl, void *arg)
 		s->nbufs = i + 1;
 	}
 	alloc_job_free(j);
-	if (ctl->nworkers)
-		for (unsigned i = 0; i < s->nbufs; i++)
-			populate_start(ctl, s->bufs[i]);
 	ctl_enable_finish(ctl, s);
 }
 

@@ -125,31 +125,22 @@ static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
  * process's mmap lock for writing for the whole mapping (hundreds of ms
  * for 1 GiB), stalling every page fault of every other thread, lanes
  * included; a step of MADV_POPULATE_WRITE holds it for reading only, and
- * only that long. Returns false on a kernel without it (before 5.14).
+ * only that long. Kernels without it get one write per page.
  */
-static bool tb_populate(uint8_t *p, size_t len)
+static void tb_populate(uint8_t *p, size_t len)
 {
 	for (size_t off = 0; off < len; off += TB_POPULATE_STEP) {
 		size_t n = len - off < TB_POPULATE_STEP ? len - off
 							: TB_POPULATE_STEP;
 
-		if (madvise(p + off, n, MADV_POPULATE_WRITE) != 0)
-			return false;
+		if (madvise(p + off, n, MADV_POPULATE_WRITE) == 0)
+			continue;
+		for (size_t i = 0; i < n; i += 4096)
+			((volatile uint8_t *)p)[off + i] = 0;
 	}
-	return true;
 }
 
-/* tb_populate for memory nobody uses yet: without MADV_POPULATE_WRITE,
- * one write per page. */
-static void tb_populate_new(uint8_t *p, size_t len)
-{
-	if (tb_populate(p, len))
-		return;
-	for (size_t i = 0; i < len; i += 4096)
-		((volatile uint8_t *)p)[i] = 0;
-}
-
-static void *tb_map(size_t len, size_t populate)
+static void *tb_map(size_t len, bool populate)
 {
 	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
 	void *p;
@@ -157,23 +148,9 @@ static void *tb_map(size_t len, size_t populate)
 	p = svc_mem_mmap(NULL, len, PROT_READ | PROT_WRITE, flags, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	tb_populate_new(p, populate < len ? populate : len);
+	if (populate)
+		tb_populate(p, len);
 	return p;
-}
-
-bool svc_tbuf_populate_more(struct svc_tbuf *b, size_t budget)
-{
-	size_t n = b->data_len - b->populated;
-
-	if (n > budget)
-		n = budget;
-	/* Not tb_populate_new: lanes may be writing there already. */
-	if (n && !tb_populate(b->data + b->populated, n)) {
-		b->populated = b->data_len;
-		return false;
-	}
-	b->populated += n;
-	return b->populated < b->data_len;
 }
 
 static size_t tb_page_round(size_t len)
@@ -193,12 +170,12 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 	if (size < SVC_TBUF_MIN_SIZE || size > SVC_TBUF_MAX_SIZE ||
 	    (policy != SVC_TBUF_RING && policy != SVC_TBUF_DISCARD) ||
 	    nlanes == 0 || nlanes > SVC_TBUF_MAX_LANES ||
-	    (flags & ~(SVC_TBUF_PREFAULT | SVC_TBUF_PREFAULT_HEAD)))
+	    (flags & ~SVC_TBUF_PREFAULT))
 		return -EINVAL;
 	tb_geometry(size, nlanes, &seg_size, &nseg);
 
 	/* The struct holds a cache-line aligned member: map it too. */
-	b = tb_map(tb_page_round(sizeof(*b)), 0);
+	b = tb_map(tb_page_round(sizeof(*b)), false);
 	if (!b)
 		return -ENOMEM;
 	b->size = size;
@@ -211,17 +188,11 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 	atomic_init(&b->discarding, false);
 
 	b->data_len = (size_t)nseg * seg_size;
-	b->populated = flags & SVC_TBUF_PREFAULT_HEAD ? SVC_TBUF_POPULATE_HEAD :
-		       flags & SVC_TBUF_PREFAULT ? b->data_len : 0;
-	if (b->populated > b->data_len)
-		b->populated = b->data_len;
-	b->data = tb_map(b->data_len, b->populated);
-	if (!(flags & SVC_TBUF_PREFAULT_HEAD))
-		b->populated = b->data_len; /* nothing left to do */
+	b->data = tb_map(b->data_len, flags & SVC_TBUF_PREFAULT);
 	if (!b->data)
 		goto err;
 	b->segs_len = tb_page_round((size_t)nseg * sizeof(struct tb_seg));
-	b->segs = tb_map(b->segs_len, 0);
+	b->segs = tb_map(b->segs_len, false);
 	if (!b->segs)
 		goto err;
 	for (i = 0; i < nseg; i++) {
@@ -233,7 +204,7 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 		b->segs[i].data = b->data + (size_t)i * seg_size;
 	}
 	b->lanes_len = tb_page_round((size_t)nlanes * sizeof(struct tb_lane));
-	b->lanes = tb_map(b->lanes_len, 0);
+	b->lanes = tb_map(b->lanes_len, false);
 	if (!b->lanes)
 		goto err;
 	for (i = 0; i < nlanes; i++) {

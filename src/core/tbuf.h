@@ -32,10 +32,6 @@ enum svc_tbuf_policy {
 
 /* svc_tbuf_create() flags. */
 #define SVC_TBUF_PREFAULT 0x1u	/* touch every page at creation (MAP_POPULATE) */
-/* populate the first SVC_TBUF_POPULATE_HEAD bytes at creation and leave the
- * rest to svc_tbuf_populate_more() */
-#define SVC_TBUF_PREFAULT_HEAD 0x2u
-#define SVC_TBUF_POPULATE_HEAD (32u << 20)
 
 #define SVC_TBUF_MAX_LANES 64		/* lanes one buffer can be sharded into */
 #define SVC_TBUF_MIN_SIZE 4096u		/* smallest buffer accepted */
@@ -129,9 +125,7 @@ struct svc_tbuf_out {
 /*
  * Creates a buffer of `size` bytes (SVC_TBUF_MIN_SIZE..SVC_TBUF_MAX_SIZE)
  * sharded for `nlanes` lanes (1..SVC_TBUF_MAX_LANES). Control plane only:
- * it maps all memory up front, and populates it with SVC_TBUF_PREFAULT, or
- * only its head with SVC_TBUF_PREFAULT_HEAD (svc_tbuf_populate_more()
- * does the rest, while the buffer is in use).
+ * it maps (and with SVC_TBUF_PREFAULT populates) all memory up front.
  * Returns 0 and sets *out, -EINVAL for a bad size/policy/lane count/flag,
  * or -ENOMEM (nothing leaked).
  */
@@ -140,16 +134,6 @@ int svc_tbuf_create(uint64_t size, enum svc_tbuf_policy policy,
 
 /* Frees the buffer. No lane or reader may use it any more. NULL is a no-op. */
 void svc_tbuf_destroy(struct svc_tbuf *b);
-
-/*
- * Populates up to `budget` more bytes of a buffer created with
- * SVC_TBUF_PREFAULT_HEAD, after what is populated already. Returns true
- * while some remain. Safe while lanes and readers use the buffer:
- * MADV_POPULATE_WRITE faults in absent pages and leaves present ones as
- * they are (a kernel without it, before 5.14, leaves the rest to be
- * faulted in on first use: false). One thread at a time.
- */
-bool svc_tbuf_populate_more(struct svc_tbuf *b, size_t budget);
 
 /* Segment size and count the buffer was split into (for tests and stats). */
 uint32_t svc_tbuf_segment_size(const struct svc_tbuf *b);

@@ -298,9 +298,6 @@ struct svc_tbuf {
 	uint32_t nseg;		/* segments */
 	uint8_t *data;		/* nseg * seg_size bytes, mmap'ed */
 	size_t data_len;	/* mapping length */
-	size_t populated;	/* bytes of data populated so far (see
-				 * svc_tbuf_populate_more; data_len when
-				 * nothing is left to do) */
 	struct tb_seg *segs;	/* control blocks, mmap'ed */
 	size_t segs_len;	/* mapping length */
 	struct tb_lane *lanes;	/* nlanes lane states, mmap'ed */

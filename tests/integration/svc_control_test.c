@@ -23,15 +23,6 @@
 
 #define BIG_KB (1024u * 1024u)	/* 1 GiB */
 
-/* Disables c's session and waits up to ms for its end-of-trace reply. */
-static void disable(struct th_cons *c, int ms)
-{
-	assert_int_equal(th_cons_call(c, "DisableTracing",
-				      &perfetto__protos__disable_tracing_request__descriptor),
-			 0);
-	th_cons_wait_enable(c, ms);
-}
-
 static void run(unsigned control, uint64_t *worst_sync_ns)
 {
 	struct th_svc t;
@@ -60,10 +51,16 @@ static void run(unsigned control, uint64_t *worst_sync_ns)
 			*worst_sync_ns = dt;
 	}
 	/* The big session exists: stopping it gets its end-of-trace reply. */
-	disable(&big, 20000);
+	assert_int_equal(th_cons_call(&big, "DisableTracing",
+				      &perfetto__protos__disable_tracing_request__descriptor),
+			 0);
+	th_cons_wait_enable(&big, 20000);
 	assert_true(big.enable_done);
 	assert_string_equal(big.enable_error, "");
-	disable(&small, 5000);
+	assert_int_equal(th_cons_call(&small, "DisableTracing",
+				      &perfetto__protos__disable_tracing_request__descriptor),
+			 0);
+	th_cons_wait_enable(&small, 5000);
 	th_cons_read(&small);
 	assert_int_equal(small.nts, written);
 	th_cons_close(&big);
@@ -170,89 +167,16 @@ static void test_commits_during_allocation(void **state)
 	/* Noisy on a shared 2-core box (and in sanitizer builds): the check
 	 * is that commits go on at a comparable rate, not a precise ratio. */
 	assert_true(during * 3 >= base);
-	disable(&big, 20000);
-	disable(&small, 5000);
+	th_cons_call(&big, "DisableTracing",
+		     &perfetto__protos__disable_tracing_request__descriptor);
+	th_cons_wait_enable(&big, 20000);
+	th_cons_call(&small, "DisableTracing",
+		     &perfetto__protos__disable_tracing_request__descriptor);
+	th_cons_wait_enable(&small, 5000);
 	th_cons_close(&big);
 	th_cons_close(&small);
 	for (int i = 0; i < 2; i++)
 		th_prod_close(&u[i].p);
-	th_svc_stop(&t);
-}
-
-/* Resident bytes of this process. */
-static uint64_t rss_bytes(void)
-{
-	FILE *f = fopen("/proc/self/statm", "r");
-	unsigned long size = 0, res = 0;
-
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%lu %lu", &size, &res), 2);
-	fclose(f);
-	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
-/* Waits up to ms for the resident size to be at least (above) or at most
- * (!above) v bytes. */
-static bool rss_wait(uint64_t v, bool above, int ms)
-{
-	for (int waited = 0; waited <= ms; waited += 10) {
-		uint64_t r = rss_bytes();
-
-		if (above ? r >= v : r <= v)
-			return true;
-		usleep(10000);
-	}
-	printf("resident %llu MiB, waited for %s %llu MiB\n",
-	       (unsigned long long)(rss_bytes() >> 20), above ? ">=" : "<=",
-	       (unsigned long long)(v >> 20));
-	return false;
-}
-
-/* With workers, a session starts once the head of its buffer is populated
- * and a worker populates the rest while the producer already commits:
- * the process grows by the buffer's size, and everything committed before,
- * during and after reads back. A session that ends while its buffer is
- * still being populated frees it (the job holds a reference and stops).
- * The waits are long: the worker runs at SCHED_IDLE, so on a box busy
- * with other tests it gets CPU only when a core is idle. */
-static void test_populated_in_background(void **state)
-{
-	const uint64_t mib = 1u << 20;
-	struct th_svc t;
-	struct th_prod p;
-	struct th_cons c, gone;
-	uint32_t chunk_id = 0;
-	unsigned written = 0;
-	uint64_t base;
-	(void)state;
-
-	th_svc_start_ex(&t, 1, 2);
-	th_prod_connect(&p, &t, "busy", "ds");
-	th_cons_connect(&c, &t);
-	base = rss_bytes();
-	th_cons_enable(&c, 256 * 1024, "ds");
-	while (th_prod_wait_cmd(&p) !=
-	       PERFETTO__PROTOS__GET_ASYNC_COMMAND_RESPONSE__CMD_START_DATA_SOURCE)
-		;
-	written += th_prod_write(&p, 1, &chunk_id, written, 10, 0, 0, 16);
-	assert_true(th_prod_fence(&p));
-	assert_true(rss_wait(base + 240 * mib, true, 30000));
-	written += th_prod_write(&p, 1, &chunk_id, written, 10, 0, 0, 16);
-	assert_true(th_prod_fence(&p));
-	disable(&c, 5000);
-	th_cons_read(&c);
-	assert_int_equal(c.nts, written);
-	th_cons_close(&c);
-	assert_true(rss_wait(base + 64 * mib, false, 30000));
-
-	/* Ended at once: its 1 GiB is given back, populated or not. */
-	th_cons_connect(&gone, &t);
-	th_cons_enable(&gone, BIG_KB, "other.ds");
-	disable(&gone, 20000);
-	assert_true(gone.enable_done);
-	th_cons_close(&gone);
-	assert_true(rss_wait(base + 64 * mib, false, 30000));
-	th_prod_close(&p);
 	th_svc_stop(&t);
 }
 
@@ -286,7 +210,6 @@ int main(void)
 		cmocka_unit_test(test_worker_allocates),
 		cmocka_unit_test(test_inline_fallback),
 		cmocka_unit_test(test_commits_during_allocation),
-		cmocka_unit_test(test_populated_in_background),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

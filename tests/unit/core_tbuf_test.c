@@ -6,7 +6,6 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -1368,78 +1367,6 @@ static void hooks_on(long at)
 	svc_mem_set_hooks(&counting_hooks);
 }
 
-/* Resident kB of the /proc/self/smaps entry whose range holds addr. */
-static long resident_kb_at(const void *addr)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	unsigned long lo, hi, a = (unsigned long)(uintptr_t)addr;
-	char line[512];
-	bool in = false;
-	long kb = -1;
-
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
-			in = lo <= a && a < hi;
-		else if (in && sscanf(line, "Rss: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
-/* SVC_TBUF_PREFAULT_HEAD: only the head is resident after creation;
- * svc_tbuf_populate_more() populates the rest a slice at a time, also
- * where chunks are stored already, and changes none of them. */
-static void test_populate_later(void **state)
-{
-	const uint32_t n = 10000; /* ~40 MiB of chunks: past the head */
-	const long head_kb = SVC_TBUF_POPULATE_HEAD / 1024;
-	long kb;
-	int steps = 0, got;
-
-	(void)state;
-	assert_int_equal(svc_tbuf_create(64u << 20, SVC_TBUF_RING, 1,
-					 SVC_TBUF_PREFAULT_HEAD, &B), 0);
-	assert_int_equal(svc_seqids_create(&IDS), 0);
-	memset(&O, 0, sizeof(O));
-	assert_int_equal(B->data_len, 64u << 20);
-	kb = resident_kb_at(B->data);
-	assert_true(kb >= head_kb && kb < head_kb + 1024);
-	/* A budget of 0 only says whether some remains. */
-	assert_true(svc_tbuf_populate_more(B, 0));
-	for (uint32_t id = 0; id < n; id++)
-		assert_int_equal(put1(0, 1, 1, id, 4000), 0);
-	/* 32 MiB left in 4 MiB slices: more after each of the first 7. */
-	while (svc_tbuf_populate_more(B, 4u << 20))
-		steps++;
-	assert_int_equal(steps, 7);
-	assert_false(svc_tbuf_populate_more(B, 0));
-	assert_true(resident_kb_at(B->data) >= (long)(B->data_len / 1024));
-	got = read_all();
-	assert_int_equal(got, n);
-	for (int i = 0; i < got; i++) {
-		assert_int_equal(PK[i].counter, i);
-		assert_true(PK[i].filler_ok);
-	}
-}
-
-/* Without SVC_TBUF_PREFAULT_HEAD there is nothing left to populate. */
-static void test_populate_nothing_left(void **state)
-{
-	struct svc_tbuf *b;
-
-	(void)state;
-	assert_int_equal(svc_tbuf_create(64u << 20, SVC_TBUF_RING, 1,
-					 SVC_TBUF_PREFAULT, &b), 0);
-	assert_false(svc_tbuf_populate_more(b, 4u << 20));
-	svc_tbuf_destroy(b);
-	assert_int_equal(svc_tbuf_create(1u << 20, SVC_TBUF_RING, 1,
-					 SVC_TBUF_PREFAULT_HEAD, &b), 0);
-	assert_false(svc_tbuf_populate_more(b, 0)); /* smaller than the head */
-	svc_tbuf_destroy(b);
-}
-
 static void test_alloc_fail_create(void **state)
 {
 	long at;
@@ -1624,8 +1551,6 @@ int main(void)
 		cmocka_unit_test_teardown(test_two_lanes, teardown),
 		cmocka_unit_test_teardown(test_index_sweep, teardown),
 		cmocka_unit_test_teardown(test_commit_without_memory, teardown),
-		cmocka_unit_test_teardown(test_populate_later, teardown),
-		cmocka_unit_test(test_populate_nothing_left),
 		cmocka_unit_test(test_alloc_fail_create),
 		cmocka_unit_test(test_alloc_fail_read),
 	};
