@@ -111,8 +111,11 @@ int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
 	return 0;
 }
 
-/* Frees the writers whose GONE node is still queued (the drain never saw
- * it). */
+static struct smb_qnode **smb_take_queue(struct smb_arbiter *arb);
+
+/* Frees the writers whose GONE node is still listed in q, oldest first
+ * (the drain never saw it). A writer's other node (its announce node)
+ * lives in the same allocation and comes before GONE in that order. */
 static void smb_free_retired(struct smb_qnode *q)
 {
 	while (q) {
@@ -132,9 +135,12 @@ void smb_arbiter_destroy(struct smb_arbiter *arb)
 {
 	uint32_t id;
 
+	/* The queue, newest first, is appended to the carry list oldest
+	 * first: walked newest first, a writer created and retired since the
+	 * last drain would be freed at its GONE node before the walk reached
+	 * its announce node inside it. No writer may run any more. */
+	smb_take_queue(arb);
 	smb_free_retired(arb->carry);
-	/* Relaxed: no writer may run any more. */
-	smb_free_retired(atomic_load_explicit(&arb->head, memory_order_relaxed));
 	for (id = 1; arb->writers && id <= arb->opts.max_writer_id; id++) {
 		if (arb->writers[id]) {
 			free(arb->writers[id]->spare);

@@ -1338,6 +1338,24 @@ static void test_handoff_before_queue(void **state)
 	env_free(e);
 }
 
+/* An arbiter destroyed while a writer's announce and retire nodes are both
+ * still queued (it came and went between two drains) frees the writer
+ * once, after walking past both nodes (AddressSanitizer reported a read of
+ * the freed writer when the queue was walked newest first). */
+static void test_destroy_undrained(void **state)
+{
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct spn_tw *a = new_writer(e, 1), *b = new_writer(e, 1);
+
+	(void)state;
+	assert_int_equal(gen_write(a, 0, 0, 100, 2, NULL, NULL), 0);
+	assert_int_equal(gen_write(b, 0, 0, 100, 2, NULL, NULL), 0);
+	spn_tw_destroy(a);
+	spn_tw_destroy(b);
+	assert_non_null(atomic_load(&e->arb.head));
+	env_free(e);
+}
+
 /* ---- Writer ids, drain limits, flush ids, count limit -------------------- */
 
 static void test_writer_ids(void **state)
@@ -1594,6 +1612,7 @@ int main(void)
 		cmocka_unit_test(test_standby_chunks),
 		cmocka_unit_test(test_handoff),
 		cmocka_unit_test(test_handoff_before_queue),
+		cmocka_unit_test(test_destroy_undrained),
 		cmocka_unit_test(test_writer_ids),
 		cmocka_unit_test(test_drain_split_and_flush_id),
 		cmocka_unit_test(test_packets_per_chunk_limit),
