@@ -111,7 +111,7 @@ int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
 	return 0;
 }
 
-static struct smb_qnode **smb_take_queue(struct smb_arbiter *arb);
+static void smb_take_queue(struct smb_arbiter *arb);
 
 /* Frees the writers whose GONE node is still listed in q, oldest first
  * (the drain never saw it). A writer's other node (its announce node)
@@ -819,14 +819,14 @@ static struct smb_qnode **smb_carry_tail(struct smb_arbiter *arb)
 }
 
 /* Takes the writers' new nodes (newest first on the stack) and appends
- * them, oldest first, to the carry list. Returns the link at its end. */
-static struct smb_qnode **smb_take_queue(struct smb_arbiter *arb)
+ * them, oldest first, to the carry list. */
+static void smb_take_queue(struct smb_arbiter *arb)
 {
 	/* Acquire: pairs with the release CAS of every push, so each node's
 	 * fields (and the chunks behind them) are visible. */
 	struct smb_qnode *q = atomic_exchange_explicit(&arb->head, NULL,
 						       memory_order_acquire);
-	struct smb_qnode *fifo = NULL, *newest = q, **end = smb_carry_tail(arb);
+	struct smb_qnode *fifo = NULL, **end = smb_carry_tail(arb);
 
 	while (q) {
 		struct smb_qnode *next = q->next;
@@ -836,7 +836,6 @@ static struct smb_qnode **smb_take_queue(struct smb_arbiter *arb)
 		q = next;
 	}
 	*end = fifo;
-	return newest ? &newest->next : end;
 }
 
 /* Free chunk bytes of one page right now. */
@@ -1000,18 +999,20 @@ static void smb_queue_handoff(struct smb_arbiter *arb, struct spn_tw *tw,
 }
 
 /*
- * I/O thread, before taking the queue (tail: the end of the carry list):
- * lists the hand-offs of the watched writers (a hand-off chunk carries no
+ * I/O thread, before taking the queue: appends to the carry list the
+ * hand-offs of the watched writers (a hand-off chunk carries no
  * patches and no later patch refers to it, so only chunk-id order decides
  * its place: see smb_arbiter_drain), and stops watching writers whose
  * standby chunk is gone (none can hand off before we park another).
  */
-static void smb_take_handoffs(struct smb_arbiter *arb, struct smb_qnode **tail)
+static void smb_take_handoffs(struct smb_arbiter *arb)
 {
+	struct smb_qnode **tail;
 	uint32_t i = 0;
 
 	if (!arb->nwatch)
 		return;
+	tail = smb_carry_tail(arb);
 	pthread_mutex_lock(&arb->lock);
 	while (i < arb->nwatch) {
 		uint16_t id = arb->watch[i];
@@ -1074,7 +1075,7 @@ int smb_arbiter_drain(struct smb_arbiter *arb, struct smb_commit *c,
 	 * newer than its hand-off; listed the other way round, the service
 	 * saw chunk ids go back (chunks_committed_out_of_order in Perfetto's
 	 * traced: 5-6 per 2 s of spindle-example). */
-	smb_take_handoffs(arb, smb_carry_tail(arb));
+	smb_take_handoffs(arb);
 	smb_take_queue(arb);
 	while (arb->carry) {
 		struct smb_qnode *q = arb->carry, *next = q->next;
