@@ -151,6 +151,14 @@ static void expect_all(struct env *e)
 	}
 }
 
+/* The service took exactly n chunks, with chunk ids 0..n-1 in that order. */
+static void expect_chunk_ids(struct env *e, uint32_t n)
+{
+	assert_int_equal(e->chunks.n, n);
+	for (uint32_t i = 0; i < n; i++)
+		assert_int_equal(e->chunks.v[i].chunk_id, i);
+}
+
 /* ---- Scripts run through the writer and the reference encoder ------------ */
 
 typedef void (*script_fn)(const struct gen_sink *k, const void *arg);
@@ -1081,16 +1089,21 @@ static void count_hurry(void *ctx)
 	((unsigned *)ctx)[1]++;
 }
 
-/* Pages of e's SMB with no chunk taken (every page word, exactly). */
+/* The page-word state of chunk (page, chunk) in its page's layout. */
+static uint32_t chunk_state(struct env *e, uint32_t page, uint32_t chunk)
+{
+	return spn_smb_word_state(spn_smb_page_load(&e->arb.smb, page, memory_order_relaxed),
+				  chunk);
+}
+
+/* Pages of e's SMB whose first chunk is free (all of a Div1 page; an
+ * unpartitioned page reads as free), from every page word. */
 static uint32_t free_pages(struct env *e)
 {
 	uint32_t n = 0;
 
-	for (uint32_t p = 0; p < e->arb.smb.num_pages; p++) {
-		uint32_t w = spn_smb_page_load(&e->arb.smb, p, memory_order_relaxed);
-
-		n += w == 0 || spn_smb_word_state(w, 0) == SPN_SMB_FREE;
-	}
+	for (uint32_t p = 0; p < e->arb.smb.num_pages; p++)
+		n += chunk_state(e, p, 0) == SPN_SMB_FREE;
 	return n;
 }
 
@@ -1140,13 +1153,6 @@ static void test_low_water_hurries(void **state)
 		spn_tw_destroy(tw);
 		env_free(e);
 	}
-}
-
-/* The page-word state of chunk (page, chunk) in its page's layout. */
-static uint32_t chunk_state(struct env *e, uint32_t page, uint32_t chunk)
-{
-	return spn_smb_word_state(spn_smb_page_load(&e->arb.smb, page, memory_order_relaxed),
-				  chunk);
 }
 
 /* Standby chunks (arbiter.h): the drain parks a chunk for a writer whose
@@ -1204,9 +1210,7 @@ static void test_standby_chunks(void **state)
 	ts_pump(&e->ts, 0);
 	expect_all(e);
 	/* Chunk ids stay consecutive: 0, 1, 2 committed, 3 next. */
-	assert_int_equal(e->chunks.n, 3);
-	for (i = 0; i < 3; i++)
-		assert_int_equal(e->chunks.v[i].chunk_id, i);
+	expect_chunk_ids(e, 3);
 	both(e, tw, script_blob, &small, NULL, NULL);
 	spn_tw_flush(tw);
 	ts_pump(&e->ts, 0);
@@ -1297,9 +1301,7 @@ static void test_handoff(void **state)
 	ts_pump(&e->ts, 0);
 	expect_all(e);
 	assert_int_equal(e->arb.stats.handoffs, 1);
-	assert_int_equal(e->chunks.n, 5);
-	for (i = 0; i < 5; i++)
-		assert_int_equal(e->chunks.v[i].chunk_id, i);
+	expect_chunk_ids(e, 5);
 	assert_int_equal(e->ts.writers_removed, 1);
 	assert_int_equal(e->arb.stats.abi_errors, 0);
 	for (i = 0; i < e->arb.smb.num_pages; i++)
@@ -1315,7 +1317,6 @@ static void test_handoff_before_queue(void **state)
 {
 	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1);
-	uint32_t i;
 
 	(void)state;
 	fill_to_change(e, tw);			/* chunk 0 taken */
@@ -1332,9 +1333,7 @@ static void test_handoff_before_queue(void **state)
 	ts_pump(&e->ts, 0);
 	expect_all(e);
 	assert_int_equal(e->arb.stats.handoffs, 1);
-	assert_int_equal(e->chunks.n, 4);
-	for (i = 0; i < 4; i++)
-		assert_int_equal(e->chunks.v[i].chunk_id, i);
+	expect_chunk_ids(e, 4);
 	env_free(e);
 }
 
