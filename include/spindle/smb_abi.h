@@ -333,12 +333,12 @@ static inline void spn_smb_chunk_clear_flags(struct spn_smb_chunk_header *hdr,
  */
 
 /*
- * Producer: cuts free page `page` into `layout` (SPN_SMB_PAGE_DIV1..DIV14),
- * all chunks Free. Returns 0, -EINVAL (bad page or layout) or -EBUSY (the
- * page is partitioned already).
+ * Cuts un-partitioned page `page` into `layout` with the chunk states
+ * `states` in one CAS from 0 (`mo`: its order on success). Returns 0,
+ * -EINVAL (bad page or layout) or -EBUSY (the page is partitioned already).
  */
-static inline int spn_smb_try_partition(struct spn_smb *smb, uint32_t page,
-					uint32_t layout)
+static inline int _spn_smb_cut(struct spn_smb *smb, uint32_t page, uint32_t layout,
+			       uint32_t states, memory_order mo)
 {
 	_Atomic uint32_t *w;
 	uint32_t expected = 0;
@@ -349,14 +349,38 @@ static inline int spn_smb_try_partition(struct spn_smb *smb, uint32_t page,
 	/* Relaxed: a cheap look before the CAS; the CAS decides. */
 	if (atomic_load_explicit(w, memory_order_relaxed) != 0)
 		return -EBUSY;
+	if (!atomic_compare_exchange_strong_explicit(
+		    w, &expected, layout << SPN_SMB_LAYOUT_SHIFT | states, mo,
+		    memory_order_relaxed))
+		return -EBUSY;
+	return 0;
+}
+
+/* Writes the header of a chunk just taken for writing. */
+static inline void _spn_smb_write_header(struct spn_smb_chunk_header *hdr,
+					 uint16_t writer_id, uint32_t chunk_id,
+					 uint16_t packets)
+{
+	/* Relaxed: published by the release store of packets just after. */
+	atomic_store_explicit(&hdr->chunk_id, chunk_id, memory_order_relaxed);
+	atomic_store_explicit(&hdr->writer_id, writer_id, memory_order_relaxed);
+	/* Release: the ids above happen-before it; pairs with the scraper's
+	 * acquire load of packets, which then reads the ids. */
+	atomic_store_explicit(&hdr->packets, packets, memory_order_release);
+}
+
+/*
+ * Producer: cuts free page `page` into `layout` (SPN_SMB_PAGE_DIV1..DIV14),
+ * all chunks Free. Returns 0, -EINVAL (bad page or layout) or -EBUSY (the
+ * page is partitioned already).
+ */
+static inline int spn_smb_try_partition(struct spn_smb *smb, uint32_t page,
+					uint32_t layout)
+{
 	/* Acquire: pairs with the release CAS in spn_smb_try_free() that
 	 * un-partitioned the page, so the reader's copy of the old chunks is
 	 * finished before we reuse the page. */
-	if (!atomic_compare_exchange_strong_explicit(
-		    w, &expected, layout << SPN_SMB_LAYOUT_SHIFT,
-		    memory_order_acquire, memory_order_relaxed))
-		return -EBUSY;
-	return 0;
+	return _spn_smb_cut(smb, page, layout, 0, memory_order_acquire);
 }
 
 /*
@@ -394,13 +418,34 @@ static inline int spn_smb_try_acquire_write(struct spn_smb *smb, uint32_t page,
 						     memory_order_relaxed))
 		return -EAGAIN;
 	hdr = spn_smb_chunk(smb, page, layout, chunk);
-	/* Relaxed: published by the release store of packets just after. */
-	atomic_store_explicit(&hdr->chunk_id, chunk_id, memory_order_relaxed);
-	atomic_store_explicit(&hdr->writer_id, writer_id, memory_order_relaxed);
-	/* Release: the ids above happen-before it; pairs with the scraper's
-	 * acquire load of packets, which then reads the ids. */
-	atomic_store_explicit(&hdr->packets, packets, memory_order_release);
+	_spn_smb_write_header(hdr, writer_id, chunk_id, packets);
 	*out = hdr;
+	return 0;
+}
+
+/*
+ * Producer: cuts free page `page` into `layout` and takes its chunk 0 for
+ * writing in the same CAS (spn_smb_try_partition() then
+ * spn_smb_try_acquire_write() of chunk 0, without the second locked
+ * instruction and reload in between; nobody can see the page partitioned
+ * with chunk 0 still Free). Writes the header as the latter does. Returns
+ * 0, -EINVAL or -EBUSY (the page is partitioned already).
+ */
+static inline int spn_smb_try_partition_acquire(struct spn_smb *smb, uint32_t page,
+						uint32_t layout, uint16_t writer_id,
+						uint32_t chunk_id, uint16_t packets,
+						struct spn_smb_chunk_header **out)
+{
+	/* acq_rel, as in the two calls it stands for; the acquire half pairs
+	 * with the release CAS in spn_smb_try_free() that un-partitioned
+	 * the page. */
+	int r = _spn_smb_cut(smb, page, layout, SPN_SMB_BEING_WRITTEN,
+			     memory_order_acq_rel);
+
+	if (r != 0)
+		return r;
+	*out = spn_smb_chunk(smb, page, layout, 0);
+	_spn_smb_write_header(*out, writer_id, chunk_id, packets);
 	return 0;
 }
 

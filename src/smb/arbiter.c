@@ -354,22 +354,24 @@ static int smb_scan(struct smb_arbiter *arb, uint32_t *hint, uint16_t writer_id,
 			int r;
 
 			if (w == 0) {
-				r = spn_smb_try_partition(&arb->smb, page,
-							  smb_pick_layout(arb));
-				if (r != 0 && r != -EBUSY)
+				/* Cut the page and take its chunk 0 at once. */
+				layout = smb_pick_layout(arb);
+				c = 0;
+				r = spn_smb_try_partition_acquire(&arb->smb, page, layout,
+								  writer_id, chunk_id,
+								  packets, &loc->hdr);
+			} else {
+				nch = spn_smb_layout_chunks(layout);
+				if (nch == 0)
 					break;
-				continue;
+				free_mask = smb_free_mask(w, nch);
+				if (!free_mask)
+					break;
+				c = (uint32_t)__builtin_ctz(free_mask) / 2u;
+				r = spn_smb_try_acquire_write(&arb->smb, page, layout, c,
+							      writer_id, chunk_id, packets,
+							      &loc->hdr);
 			}
-			nch = spn_smb_layout_chunks(layout);
-			if (nch == 0)
-				break;
-			free_mask = smb_free_mask(w, nch);
-			if (!free_mask)
-				break;
-			c = (uint32_t)__builtin_ctz(free_mask) / 2u;
-			r = spn_smb_try_acquire_write(&arb->smb, page, layout, c,
-						      writer_id, chunk_id, packets,
-						      &loc->hdr);
 			if (r == -EINVAL)
 				break;
 			if (r != 0)

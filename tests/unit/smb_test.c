@@ -482,6 +482,53 @@ static void test_partition_and_unpartition(void **state)
 	smb_release(&smb);
 }
 
+/* Partition and take chunk 0 in one CAS: the same word and header as
+ * partition then acquire, and only from an un-partitioned page. */
+static void test_partition_acquire(void **state)
+{
+	struct spn_smb smb;
+	struct spn_smb_chunk_header *h = NULL, *h2 = NULL;
+	uint32_t l;
+
+	(void)state;
+	smb_alloc(&smb, 8192, 2);
+	for (l = 1; l <= 5; l++) {
+		assert_int_equal(spn_smb_try_partition_acquire(&smb, 0, l, 7, 42,
+							       spn_smb_packets(1, SPN_SMB_FIRST_CONTINUES),
+							       &h), 0);
+		assert_ptr_equal(h, spn_smb_chunk(&smb, 0, l, 0));
+		assert_int_equal(word_of(&smb, 0), (l << 28) | SPN_SMB_BEING_WRITTEN);
+		assert_int_equal(atomic_load(&h->chunk_id), 42);
+		assert_int_equal(atomic_load(&h->writer_id), 7);
+		assert_int_equal(atomic_load(&h->packets),
+				 spn_smb_packets(1, SPN_SMB_FIRST_CONTINUES));
+		/* Partitioned now: neither way works again. */
+		assert_int_equal(spn_smb_try_partition_acquire(&smb, 0, l, 7, 43, 0, &h2),
+				 -EBUSY);
+		assert_int_equal(spn_smb_try_partition(&smb, 0, l), -EBUSY);
+		assert_null(h2);
+		/* The rest of the page is Free for the usual acquire. */
+		if (spn_smb_layout_chunks(l) > 1)
+			assert_int_equal(spn_smb_try_acquire_write(&smb, 0, l, 1, 7, 43, 0,
+								   &h2), 0);
+		assert_int_equal(spn_smb_try_complete(&smb, 0, l, 0), 0);
+		assert_int_equal(spn_smb_try_free(&smb, 0, l, 0, SPN_SMB_COMPLETE), 0);
+		if (spn_smb_layout_chunks(l) > 1)
+			assert_int_equal(spn_smb_try_free(&smb, 0, l, 1,
+							  SPN_SMB_BEING_WRITTEN), 0);
+		/* Last chunk out: un-partitioned, header zeroed. */
+		assert_int_equal(word_of(&smb, 0), 0);
+		assert_int_equal(atomic_load(&h->writer_id), 0);
+		h2 = NULL;
+	}
+	assert_int_equal(spn_smb_try_partition_acquire(&smb, 2, 1, 7, 0, 0, &h), -EINVAL);
+	assert_int_equal(spn_smb_try_partition_acquire(&smb, 0, 0, 7, 0, 0, &h), -EINVAL);
+	assert_int_equal(spn_smb_try_partition_acquire(&smb, 0, 6, 7, 0, 0, &h), -EINVAL);
+	assert_int_equal(word_of(&smb, 0), 0);
+	assert_int_equal(word_of(&smb, 1), 0);
+	smb_release(&smb);
+}
+
 static void test_scrape_header(void **state)
 {
 	struct spn_smb smb;
@@ -537,6 +584,7 @@ int main(void)
 		cmocka_unit_test(test_every_transition),
 		cmocka_unit_test(test_bad_requests),
 		cmocka_unit_test(test_partition_and_unpartition),
+		cmocka_unit_test(test_partition_acquire),
 		cmocka_unit_test(test_scrape_header),
 	};
 
