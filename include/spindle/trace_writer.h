@@ -57,6 +57,11 @@ extern "C" {
 /* Room a chunk must have left for a packet to start in it: the size prefix,
  * a previous_packet_dropped field and a few small fields. */
 #define SPN_TW_MIN_ROOM 24u
+/* A chunk's soft end: this many bytes before its end the slow path takes
+ * the next chunk ahead (arbiter.h, "Reserved chunks"), in chunks of at
+ * least SPN_TW_SOFT_CHUNK bytes (the coarse layouts, not Div14's). */
+#define SPN_TW_SOFT_END 256u
+#define SPN_TW_SOFT_CHUNK 2048u
 /* Bytes of the private sink a dropped packet is written into. */
 #define SPN_TW_SCRATCH_SIZE 512u
 
@@ -118,6 +123,7 @@ struct spn_tw_stats {
 				   * written when they close) */
 	uint64_t standby_used;	  /* chunks taken from `standby` (the I/O
 				   * thread had acquired them for us) */
+	uint64_t reserved;	  /* chunks taken ahead at a soft end */
 };
 
 /*
@@ -190,6 +196,15 @@ struct spn_tw {
 	uint32_t chunk;			/* chunk index in that page */
 	uint32_t layout;		/* that page's layout */
 	uint32_t page_hint;		/* where the next chunk search starts */
+	/* the chunk taken at the soft end for the next chunk change
+	 * (arbiter.h, "Reserved chunks"): 0, or its location word (as
+	 * standby). The I/O thread frees it and stores 0 only while it holds
+	 * reclaim == STEALING, or after the writer retired */
+	uint64_t reserve;
+	/* real end of the writable area; in a chunk of SPN_TW_SOFT_CHUNK
+	 * bytes or more, `end` stops SPN_TW_SOFT_END short of it until the
+	 * slow path has reserved the next chunk */
+	uint8_t *chunk_end;
 	uint32_t dead_depth;		/* levels opened past the nesting limit
 					 * while dropping */
 	uint32_t lost;			/* DataLossReason bits the next packet

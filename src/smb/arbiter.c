@@ -232,7 +232,7 @@ int smb_arbiter_create_writer(struct smb_arbiter *arb, uint32_t target_buffer,
 	tw->target_buffer = target_buffer;
 	tw->heavy_fence = !arb->membarrier;
 	tw->hdr = (struct spn_smb_chunk_header *)(void *)tw->scratch;
-	tw->cur = tw->end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+	tw->cur = tw->end = tw->chunk_end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
 	/* Spread writers over the SMB so they do not all fight over page 0. */
 	tw->page_hint = (uint32_t)(((uint64_t)id * 2654435761u) % arb->smb.num_pages);
 	tw->wnodes = (struct smb_writer_node *)(void *)(tw + 1);
@@ -519,6 +519,24 @@ void smb_arbiter_publish_w(const struct smb_loc *loc, uint32_t chunk_id, uint16_
 	atomic_store_explicit(&loc->hdr->packets, packets, memory_order_release);
 }
 
+void smb_arbiter_reserve_w(struct smb_arbiter *arb, struct spn_tw *tw)
+{
+	struct smb_loc loc;
+
+	/* Relaxed standby peek, as in smb_arbiter_handoff_w (which then
+	 * finds the line in our cache). */
+	if (tw->reserve || !smb_standby_on(arb) ||
+	    atomic_load_explicit(&tw->standby, memory_order_relaxed) != 0)
+		return;
+	/* As the drain parks a standby chunk: chunk id 0 and packets 0 until
+	 * smb_arbiter_publish_w(), so no scraper takes anything from it. */
+	if (smb_scan(arb, &tw->page_hint, tw->writer_id, 0, 0, NULL, &loc) != 0)
+		return;
+	tw->reserve = smb_standby_word(&loc);
+	tw->stats.reserved++;
+	smb_low_water_check(arb, tw);
+}
+
 bool smb_arbiter_handoff_w(struct smb_arbiter *arb, struct spn_tw *tw,
 			   struct smb_loc *loc)
 {
@@ -566,23 +584,14 @@ static void smb_park_standby(struct smb_arbiter *arb, struct spn_tw *tw)
 	}
 }
 
-/*
- * I/O thread, while tw cannot take its standby chunk (reclaim holds
- * STEALING, or tw retired): gives the chunk back to Free unused.
- */
-static void smb_return_standby(struct smb_arbiter *arb, struct spn_tw *tw)
+/* I/O thread: gives a chunk taken for a writer but never used (location
+ * word w: BeingWritten, packets 0) back to Free. */
+static void smb_free_unused(struct smb_arbiter *arb, uint64_t w)
 {
-	/* Relaxed: what tw stored last is ordered before us by the acquire
-	 * that made it quiet (in_packet == 0 under STEALING, or the queue's
-	 * acquire exchange that brought its GONE node). */
-	uint64_t w = atomic_load_explicit(&tw->standby, memory_order_relaxed);
 	struct smb_loc loc;
 	uint32_t i;
 	int r = -EAGAIN;
 
-	if (!w)
-		return;
-	atomic_store_explicit(&tw->standby, 0, memory_order_relaxed);
 	smb_standby_loc(&arb->smb, w, &loc);
 	for (i = 0; i < SMB_COMPLETE_TRIES && r == -EAGAIN; i++)
 		r = spn_smb_try_free(&arb->smb, loc.page, loc.layout, loc.chunk,
@@ -590,6 +599,30 @@ static void smb_return_standby(struct smb_arbiter *arb, struct spn_tw *tw)
 	atomic_fetch_add_explicit(r == 0 ? &arb->stats.standby_returned :
 					   &arb->stats.abi_errors,
 				  1, memory_order_relaxed);
+}
+
+/*
+ * I/O thread, while tw cannot take its standby chunk (reclaim holds
+ * STEALING, or tw retired): gives it, and the chunk tw reserved, back to
+ * Free unused.
+ */
+static void smb_return_standby(struct smb_arbiter *arb, struct spn_tw *tw)
+{
+	/* Relaxed: what tw stored last is ordered before us by the acquire
+	 * that made it quiet (in_packet == 0 under STEALING, or the queue's
+	 * acquire exchange that brought its GONE node). */
+	uint64_t w = atomic_load_explicit(&tw->standby, memory_order_relaxed);
+
+	if (w) {
+		atomic_store_explicit(&tw->standby, 0, memory_order_relaxed);
+		smb_free_unused(arb, w);
+	}
+	/* The chunk tw took ahead (smb_arbiter_reserve_w): a plain field of
+	 * the writer's slow path, ordered for us as above. */
+	if (tw->reserve) {
+		smb_free_unused(arb, tw->reserve);
+		tw->reserve = 0;
+	}
 }
 
 /* I/O thread, end of a drain: parks standby chunks for the writers whose
@@ -637,6 +670,14 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 	loc->standby = false;
 	if (smb_take_standby(arb, tw, block, loc))
 		return 0;
+	if (tw->reserve) {
+		/* Taken at the soft end of the chunk before (reserve_w). */
+		smb_standby_loc(&arb->smb, tw->reserve, loc);
+		tw->reserve = 0;
+		smb_node_give_block(smb_arbiter_node(arb, loc->page, loc->chunk), block);
+		loc->standby = true;
+		return 0;
+	}
 	if (smb_scan(arb, &tw->page_hint, tw->writer_id, chunk_id, packets, block,
 		     loc) == 0) {
 		smb_low_water_check(arb, tw);

@@ -63,6 +63,22 @@
 // to Free unused (BeingWritten -> Free, smb-abi.h) when the writer is
 // robbed by reclaim (it is idle, or the SMB runs short) or retires.
 //
+// Reserved chunks. The drain parks a standby chunk only as often as it
+// runs: once per commit period in the SDK, so a writer that fills more
+// than a chunk per period (or one whose drain finds no core free) mostly
+// finds none, and its chunk change searched the pages and won a chunk
+// with a CAS, misses on lines the service and the drain wrote last, ~100
+// ns in all (sdk_bench, slice events: the chunk-change median). So a
+// writer's chunk ends early at a soft end, SPN_TW_SOFT_END bytes before
+// its real end; the slow path that meets it takes the next chunk then
+// (smb_arbiter_reserve_w), as the drain would, into the writer's own
+// `reserve` word, and writes on to the real end. The chunk change takes
+// it with plain loads and stores. The cost is the same search, paid by an
+// event some bytes earlier, and the two slow events each stay well under
+// what the one cost. Same rules as standby chunks: only while writers are
+// few, a reclaim that robs the writer frees it, and so does the drain
+// that retires it.
+//
 // Hand-off. Queueing the full chunk at a chunk change costs as much again:
 // a CAS on its page word and one on the queue head, lines the service and
 // the drain wrote last, and node stores that the second CAS must wait for.
@@ -234,7 +250,8 @@ struct smb_arbiter_stats {
 					    * not counted: a shared counter on
 					    * every chunk change) */
 	_Atomic uint64_t standby_parked;   /* chunks the drain took for writers */
-	_Atomic uint64_t standby_returned; /* of those, freed unused */
+	_Atomic uint64_t standby_returned; /* of those and of the chunks writers
+					    * reserved, freed unused */
 	_Atomic uint64_t handoffs;	   /* full chunks writers left to the
 					    * drain instead of queueing them */
 };
@@ -429,6 +446,15 @@ static inline void smb_standby_loc(struct spn_smb *smb, uint64_t w, struct smb_l
 	loc->chunk = (uint32_t)w & 0xFFu;
 	loc->hdr = spn_smb_chunk(smb, loc->page, loc->layout, loc->chunk);
 }
+
+/*
+ * Writer, at the soft end of its chunk (trace_writer.h, SPN_TW_SOFT_END):
+ * unless a chunk is already waiting (standby or reserved) or standby chunks
+ * are off, takes a free chunk now, as the drain parks a standby chunk, for
+ * its next chunk change (see "Reserved chunks" at the top). Nothing when
+ * the SMB has no free chunk: the chunk change then searches as usual.
+ */
+void smb_arbiter_reserve_w(struct smb_arbiter *arb, struct spn_tw *tw);
 
 /*
  * Writer, at a packet boundary with its chunk full: if its standby chunk is

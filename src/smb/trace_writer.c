@@ -52,7 +52,7 @@ static void tw_set_no_chunk(struct spn_tw *tw)
 {
 	tw->has_chunk = false;
 	tw->hdr = (struct spn_smb_chunk_header *)(void *)tw->scratch;
-	tw->cur = tw->end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+	tw->cur = tw->end = tw->chunk_end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
 	tw->count = 0;
 	tw->packets = 0;
 	tw->gen++;
@@ -77,9 +77,24 @@ static void tw_use_chunk(struct spn_tw *tw, const struct smb_loc *loc,
 	tw->count = spn_smb_packets_count(packets);
 	tw->packets = packets;
 	tw->cur = tw_payload(loc->hdr);
-	tw->end = (uint8_t *)loc->hdr + arb->smb.chunk_size[loc->layout];
+	tw->chunk_end = (uint8_t *)loc->hdr + arb->smb.chunk_size[loc->layout];
+	tw->end = tw->chunk_end;
+	if (arb->smb.chunk_size[loc->layout] >= SPN_TW_SOFT_CHUNK)
+		tw->end -= SPN_TW_SOFT_END;
 	tw->gen++;
 	tw->stats.chunks++;
+}
+
+/* The writer reached the soft end of its chunk: take the next chunk ahead
+ * and write on to the real end (arbiter.h, "Reserved chunks"). Returns
+ * false when it was at the real end already. */
+static bool tw_soft_end(struct spn_tw *tw)
+{
+	if (tw->end == tw->chunk_end)
+		return false;
+	tw->end = tw->chunk_end;
+	smb_arbiter_reserve_w(tw->arb, tw);
+	return true;
 }
 
 /* Hands the current chunk back: Complete and queued. */
@@ -222,7 +237,7 @@ static void tw_start_sink(struct spn_tw *tw, uint32_t reason)
 	tw->hdr = (struct spn_smb_chunk_header *)(void *)tw->scratch;
 	tw->frag = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
 	tw->cur = tw->frag + SPN_SMB_PACKET_HEADER_SIZE;
-	tw->end = tw->scratch + SPN_TW_SCRATCH_SIZE;
+	tw->end = tw->chunk_end = tw->scratch + SPN_TW_SCRATCH_SIZE;
 	tw->gen++;
 }
 
@@ -354,6 +369,7 @@ int _spn_tw_begin_packet_slow(struct spn_tw *tw)
 	/* Relaxed: tw_reclaim_ack reloads it with acquire. */
 	if (atomic_load_explicit(&tw->reclaim, memory_order_relaxed) != 0)
 		tw_reclaim_ack(tw);
+	tw_soft_end(tw);
 	full = tw->has_chunk && ((size_t)(tw->end - tw->cur) < SPN_TW_MIN_ROOM ||
 				 tw->count >= SPN_SMB_WRITER_MAX_PACKETS);
 	tw->stats.packets++;
@@ -436,7 +452,8 @@ void _spn_tw_write_slow(struct spn_tw *tw, const void *data, size_t len)
 		size_t room = (size_t)(tw->end - tw->cur), n;
 
 		if (room == 0) {
-			tw_next_chunk(tw);
+			if (!tw_soft_end(tw))
+				tw_next_chunk(tw);
 			continue;
 		}
 		n = room < len ? room : len;
@@ -472,6 +489,8 @@ void _spn_tw_begin_nested_slow(struct spn_tw *tw, uint32_t field)
 	}
 	/* The size slot must not straddle chunks: start a new one if the key
 	 * and the slot do not fit (the old one keeps a few unused bytes). */
+	if ((size_t)(tw->end - tw->cur) < need)
+		tw_soft_end(tw);
 	if ((size_t)(tw->end - tw->cur) < need)
 		tw_next_chunk(tw);
 	l = &tw->nest[tw->depth++];

@@ -1107,6 +1107,13 @@ static uint32_t free_pages(struct env *e)
 	return n;
 }
 
+/* Every page of the SMB is Free (un-partitioned) again. */
+static void expect_smb_free(struct env *e)
+{
+	for (uint32_t i = 0; i < e->arb.smb.num_pages; i++)
+		assert_int_equal(spn_smb_page_load(&e->arb.smb, i, memory_order_relaxed), 0);
+}
+
 /* The low-water check (smb_low_water_check): a writer that keeps taking
  * chunks while nothing is freed hurries the I/O thread once about half of
  * the SMB is taken, and not while clearly more than half is free, in a
@@ -1155,6 +1162,17 @@ static void test_low_water_hurries(void **state)
 	}
 }
 
+/* Packets that take tw, at the start of a chunk, just past its soft end
+ * (SPN_TW_SOFT_END bytes before the end), still in the same chunk. */
+static void cross_soft_end(struct env *e, struct spn_tw *tw)
+{
+	size_t before_soft = payload_of(e) - SPN_TW_SOFT_END - 64, small = 30;
+
+	both(e, tw, script_blob, &before_soft, NULL, NULL);
+	for (int i = 0; i < 3; i++)
+		both(e, tw, script_blob, &small, NULL, NULL);
+}
+
 /* Standby chunks (arbiter.h): the drain parks a chunk for a writer whose
  * chunk it listed, the writer's next chunk change takes it, reclaim and
  * retirement give it back to Free unused, and none is parked while
@@ -1198,14 +1216,17 @@ static void test_standby_chunks(void **state)
 	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 2);
 	assert_int_equal(atomic_load(&tw->handoff), 0);
 	ts_pump(&e->ts, 0);
-	/* Reclaim robs the idle writer of its partial chunk and its standby,
-	 * which goes back to Free. */
+	/* Reclaim robs the idle writer of its partial chunk, its standby and
+	 * the chunk it reserved (its big packets crossed soft ends: see
+	 * test_reserved_chunks), which go back to Free. */
 	w = atomic_load(&tw->standby);
 	assert_int_not_equal(w, 0);
+	assert_int_not_equal(tw->reserve, 0);
 	smb_standby_loc(&e->arb.smb, w, &loc);
 	assert_int_equal(smb_arbiter_reclaim(&e->arb), 0);
 	assert_int_equal(atomic_load(&tw->standby), 0);
-	assert_int_equal(e->arb.stats.standby_returned, 1);
+	assert_int_equal(tw->reserve, 0);
+	assert_int_equal(e->arb.stats.standby_returned, 2);
 	assert_int_equal(spn_smb_page_load(&e->arb.smb, loc.page, memory_order_relaxed), 0);
 	ts_pump(&e->ts, 0);
 	expect_all(e);
@@ -1219,11 +1240,15 @@ static void test_standby_chunks(void **state)
 	assert_int_not_equal(atomic_load(&tw->standby), 0);
 	spn_tw_destroy(tw);
 	ts_pump(&e->ts, 0);
-	assert_int_equal(e->arb.stats.standby_returned, 2);
-	/* Many writers (17 * SMB_STANDBY_RATIO > 64 chunks): none parked. */
-	for (i = 0; i < 17; i++) {
+	assert_int_equal(e->arb.stats.standby_returned, 3);
+	/* Many writers (17 * SMB_STANDBY_RATIO > 64 chunks): none parked,
+	 * and none reserved past a soft end (test_reserved_chunks). */
+	for (i = 0; i < 17; i++)
 		many[i] = new_writer(e, 1);
-		both(e, many[i], script_blob, &small, NULL, NULL);
+	for (i = 0; i < 17; i++) {
+		cross_soft_end(e, many[i]);
+		assert_true(many[i]->end == many[i]->chunk_end); /* past it */
+		assert_int_equal(many[i]->stats.reserved, 0);
 		spn_tw_flush(many[i]);
 	}
 	ts_pump(&e->ts, 0);
@@ -1235,8 +1260,7 @@ static void test_standby_chunks(void **state)
 	expect_all(e);
 	assert_int_equal(e->arb.stats.abi_errors, 0);
 	/* Everything is free again. */
-	for (i = 0; i < e->arb.smb.num_pages; i++)
-		assert_int_equal(spn_smb_page_load(&e->arb.smb, i, memory_order_relaxed), 0);
+	expect_smb_free(e);
 	env_free(e);
 }
 
@@ -1251,6 +1275,97 @@ static void fill_to_change(struct env *e, struct spn_tw *tw)
 }
 
 /*
+ * Reserved chunks (arbiter.h): a writer that passes the soft end of its
+ * chunk with no standby chunk parked takes its next chunk there, as the
+ * drain would park one (BeingWritten, its writer id, nothing to scrape),
+ * and its chunk change then goes on in it without a search. Reclaim frees
+ * an idle writer's reserve, the drain frees a retired writer's, and small
+ * (Div14) chunks have no soft end. (Many writers take none:
+ * test_standby_chunks.)
+ */
+static void test_reserved_chunks(void **state)
+{
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct spn_tw *tw = new_writer(e, 1);
+	size_t before_soft = payload_of(e) - SPN_TW_SOFT_END - 64, small = 30;
+	struct smb_loc loc;
+	uint32_t j;
+
+	(void)state;
+	/* Up to just before the soft end: nothing reserved. */
+	both(e, tw, script_blob, &before_soft, NULL, NULL);
+	assert_int_equal(tw->stats.chunks, 1);
+	assert_int_equal(tw->stats.reserved, 0);
+	assert_int_equal(tw->reserve, 0);
+	/* Across it: the next chunk is taken, the packets stay in chunk 0. */
+	for (j = 0; j < 3; j++)
+		both(e, tw, script_blob, &small, NULL, NULL);
+	assert_int_equal(tw->stats.chunks, 1);
+	assert_int_equal(tw->stats.reserved, 1);
+	assert_int_not_equal(tw->reserve, 0);
+	smb_standby_loc(&e->arb.smb, tw->reserve, &loc);
+	assert_true(loc.page != tw->page);
+	assert_int_equal(chunk_state(e, loc.page, loc.chunk), SPN_SMB_BEING_WRITTEN);
+	assert_int_equal(atomic_load(&loc.hdr->writer_id), tw->writer_id);
+	assert_int_equal(atomic_load(&loc.hdr->packets), 0); /* nothing to scrape */
+	/* The chunk change goes on in it, as chunk 1; no second reserve
+	 * until its own soft end. */
+	fill_to_change(e, tw);
+	assert_int_equal(tw->stats.chunks, 2);
+	assert_int_equal(tw->page, loc.page);
+	assert_int_equal(tw->chunk, loc.chunk);
+	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 1);
+	assert_int_equal(tw->reserve, 0);
+	assert_int_equal(tw->stats.reserved, 1);
+	/* With a standby chunk parked, the soft end takes none. */
+	ts_pump(&e->ts, 0);
+	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	cross_soft_end(e, tw);
+	assert_int_equal(tw->stats.reserved, 1);
+	fill_to_change(e, tw);			/* chunk 2: the standby */
+	assert_int_equal(tw->stats.standby_used, 1);
+	/* Its soft end (no standby now): reserved; reclaim frees it. */
+	cross_soft_end(e, tw);
+	assert_int_equal(tw->stats.reserved, 2);
+	smb_standby_loc(&e->arb.smb, tw->reserve, &loc);
+	ts_pump(&e->ts, 0);			/* hand-off listed, standby parked */
+	assert_int_equal(smb_arbiter_reclaim(&e->arb), 0);
+	assert_int_equal(tw->reserve, 0);
+	assert_int_equal(atomic_load(&tw->standby), 0);
+	assert_int_equal(e->arb.stats.standby_returned, 2);
+	assert_int_equal(spn_smb_page_load(&e->arb.smb, loc.page, memory_order_relaxed), 0);
+	ts_pump(&e->ts, 0);
+	/* A retired writer's reserve is freed by the drain that retires it. */
+	cross_soft_end(e, tw);
+	assert_int_equal(tw->stats.reserved, 3);
+	spn_tw_destroy(tw);
+	ts_pump(&e->ts, 0);
+	assert_int_equal(e->arb.stats.standby_returned, 3);
+	expect_all(e);
+	expect_chunk_ids(e, 4); /* 0, 1 (the reserve), 2 (the standby), 3 */
+	assert_int_equal(e->arb.stats.abi_errors, 0);
+	expect_smb_free(e);
+	env_free(e);
+	/* Div14 chunks (292 bytes) have no soft end: nothing is reserved. */
+	{
+		struct smb_arbiter_opts o = { .layout = SPN_SMB_PAGE_DIV14 };
+
+		e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, &o, NULL, NULL);
+		tw = new_writer(e, 1);
+		for (j = 0; j < 40; j++) {
+			both(e, tw, script_blob, &small, NULL, NULL);
+			assert_true(tw->end == tw->chunk_end);
+		}
+		assert_true(tw->stats.chunks > 3);
+		assert_int_equal(tw->stats.reserved, 0);
+		spn_tw_destroy(tw);
+		ts_pump(&e->ts, 0);
+		expect_all(e);
+	}
+	env_free(e);
+}
+
+/*
  * Hand-off (arbiter.h): a change at a packet boundary that takes the
  * standby chunk leaves the full chunk in the writer's handoff word, still
  * BeingWritten and not queued; the drain completes and lists it. A
@@ -1261,7 +1376,7 @@ static void test_handoff(void **state)
 {
 	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1);
-	uint32_t page, chunk, i;
+	uint32_t page, chunk;
 	struct smb_loc loc;
 	uint64_t w;
 
@@ -1304,8 +1419,7 @@ static void test_handoff(void **state)
 	expect_chunk_ids(e, 5);
 	assert_int_equal(e->ts.writers_removed, 1);
 	assert_int_equal(e->arb.stats.abi_errors, 0);
-	for (i = 0; i < e->arb.smb.num_pages; i++)
-		assert_int_equal(spn_smb_page_load(&e->arb.smb, i, memory_order_relaxed), 0);
+	expect_smb_free(e);
 	env_free(e);
 }
 
@@ -1609,6 +1723,7 @@ int main(void)
 		cmocka_unit_test(test_pressure_reclaims),
 		cmocka_unit_test(test_low_water_hurries),
 		cmocka_unit_test(test_standby_chunks),
+		cmocka_unit_test(test_reserved_chunks),
 		cmocka_unit_test(test_handoff),
 		cmocka_unit_test(test_handoff_before_queue),
 		cmocka_unit_test(test_destroy_undrained),
