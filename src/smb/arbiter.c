@@ -477,6 +477,17 @@ static bool smb_standby_on(struct smb_arbiter *arb)
 			       SMB_STANDBY_RATIO <= arb->total_chunks;
 }
 
+/* Writer: *loc becomes the chunk taken ahead for it (location word w: a
+ * standby or reserved chunk, chunk id and packets still to publish), with
+ * a patch block for its node if `block` offers one and it has none. */
+static void smb_use_taken(struct smb_arbiter *arb, uint64_t w, struct smb_patch **block,
+			  struct smb_loc *loc)
+{
+	smb_standby_loc(&arb->smb, w, loc);
+	smb_node_give_block(smb_arbiter_node(arb, loc->page, loc->chunk), block);
+	loc->standby = true;
+}
+
 /*
  * Writer, inside a packet: takes tw's standby chunk if the drain parked one.
  * No search and no CAS: the drain did both. Its header still says chunk id
@@ -501,9 +512,7 @@ static bool smb_take_standby(struct smb_arbiter *arb, struct spn_tw *tw,
 	 * another chunk only once it reads this 0, and reclaim reads it after
 	 * in_packet's release store of 0 (see smb_return_standby). */
 	atomic_store_explicit(&tw->standby, 0, memory_order_release);
-	smb_standby_loc(&arb->smb, w, loc);
-	smb_node_give_block(smb_arbiter_node(arb, loc->page, loc->chunk), block);
-	loc->standby = true;
+	smb_use_taken(arb, w, block, loc);
 	tw->stats.standby_used++;
 	return true;
 }
@@ -672,10 +681,8 @@ int smb_arbiter_acquire_w(struct smb_arbiter *arb, struct spn_tw *tw,
 		return 0;
 	if (tw->reserve) {
 		/* Taken at the soft end of the chunk before (reserve_w). */
-		smb_standby_loc(&arb->smb, tw->reserve, loc);
+		smb_use_taken(arb, tw->reserve, block, loc);
 		tw->reserve = 0;
-		smb_node_give_block(smb_arbiter_node(arb, loc->page, loc->chunk), block);
-		loc->standby = true;
 		return 0;
 	}
 	if (smb_scan(arb, &tw->page_hint, tw->writer_id, chunk_id, packets, block,
