@@ -33,6 +33,14 @@ static void smb_put_le16(uint8_t *p, uint16_t v)
 	p[1] = (uint8_t)(v >> 8);
 }
 
+/* The size in a 4-byte prefix whose first three bytes have the
+ * continuation bit and whose last does not (the redundant form). */
+static inline uint32_t smb_frag4_size(uint32_t w)
+{
+	return (w & 0x7Fu) | ((w >> 1) & 0x3F80u) | ((w >> 2) & 0x1FC000u) |
+	       ((w >> 3) & 0xFE00000u);
+}
+
 /*
  * The fragment at payload offset pos: returns the bytes it spans and sets
  * *size, or -ENOMSG / -EBADMSG as smb_frag_parse() documents. With 4 bytes
@@ -142,7 +150,23 @@ static int smb_chunk_validate_split(uint8_t *hdr, const uint8_t *payload,
 				     "writer id outside 1..32767", -EBADMSG);
 	for (i = 0; i < info->count; i++) {
 		uint32_t size;
-		int r = smb_frag_span(payload, (uint32_t)len, pos, &size);
+		int r;
+
+		/* The form writers use, in a loop with one taken branch per
+		 * fragment (the walk is a serial chain through the sizes);
+		 * anything else, and the drop marker, go the general way. */
+		if ((uint32_t)len - pos >= SMB_FRAG_MAX_PREFIX) {
+			uint32_t w = smb_le32(payload + pos);
+
+			if ((w & 0x80808080u) == 0x00808080u) {
+				size = smb_frag4_size(w);
+				if (size <= (uint32_t)len - pos - 4u) {
+					pos += 4u + size;
+					continue;
+				}
+			}
+		}
+		r = smb_frag_span(payload, (uint32_t)len, pos, &size);
 
 		if (r < 0) {
 			info->nfrags = (uint16_t)i;

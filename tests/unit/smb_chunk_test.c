@@ -298,6 +298,66 @@ static void test_validate_bad_fragments(void **state)
 	assert_int_equal(info.nfrags, 1023);
 }
 
+/*
+ * The whole-chunk walk (with its fast path for 4-byte prefixes) against a
+ * walk fragment by fragment with smb_frag_parse(), on random chunks whose
+ * fragment sizes sit at the room left: exactly, one byte short, one byte
+ * over, the drop marker, and prefixes in other forms.
+ */
+static void test_validate_differential(void **state)
+{
+	static struct cbuf c;
+	uint32_t seed = 777;
+
+	(void)state;
+	for (int k = 0; k < 20000; k++) {
+		uint32_t size = 8 + 4 * (k % 64), count, pos = 0, i;
+		struct smb_chunk_info info;
+		int want = 0, got;
+
+		seed = seed * 1103515245u + 12345u;
+		count = 1 + (seed >> 16) % 6;
+		cb_header(&c, (uint32_t)k, 1, count, 0);
+		while (c.len + 4 <= size) {
+			uint32_t room = size - c.len - 4, pick, sz;
+			uint8_t pre[4];
+
+			seed = seed * 1103515245u + 12345u;
+			pick = (seed >> 16) % 8;
+			sz = pick == 0 ? room : pick == 1 ? room + 1 :
+			     pick == 2 ? SPN_SMB_DROP_PACKET_SIZE :
+			     pick == 3 && room ? room - 1 : (seed >> 20) % 16;
+			pre[0] = (uint8_t)((sz & 0x7F) | 0x80);
+			pre[1] = (uint8_t)(((sz >> 7) & 0x7F) | 0x80);
+			pre[2] = (uint8_t)(((sz >> 14) & 0x7F) | 0x80);
+			pre[3] = (uint8_t)(sz >> 21);
+			if (pick == 4)
+				pre[3] |= 0x80; /* a fifth prefix byte */
+			if (pick == 5)
+				pre[1] &= 0x7F; /* a 2-byte prefix */
+			cb_bytes(&c, pre, 4);
+			c.len += sz <= room ? sz : room;
+		}
+		for (i = 0; i < count; i++) {
+			struct smb_frag f;
+			int r = smb_frag_parse(c.b + 8, size - 8, pos, &f);
+
+			if (r < 0) {
+				want = r;
+				break;
+			}
+			pos += (uint32_t)r;
+		}
+		got = smb_chunk_validate(c.b, size, &info);
+		assert_int_equal(got, want);
+		assert_int_equal(info.nfrags, i);
+		assert_int_equal(info.used, pos);
+		assert_int_equal(info.end, want == 0 ? SMB_CHUNK_OK :
+				 want == -ENOMSG ? SMB_CHUNK_DROP :
+						   SMB_CHUNK_BAD_FRAGMENT);
+	}
+}
+
 static void test_validate_drop_and_flags(void **state)
 {
 	static struct cbuf c;
@@ -618,6 +678,7 @@ int main(void)
 		cmocka_unit_test(test_validate_good),
 		cmocka_unit_test(test_validate_bad_header),
 		cmocka_unit_test(test_validate_bad_fragments),
+		cmocka_unit_test(test_validate_differential),
 		cmocka_unit_test(test_validate_drop_and_flags),
 		cmocka_unit_test(test_guard_page),
 		cmocka_unit_test(test_commit_copy),
