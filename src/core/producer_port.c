@@ -406,7 +406,9 @@ static void pp_discard(struct svc *svc)
 				  memory_order_relaxed);
 }
 
-/* Logs once and disconnects a producer that broke the SMB ABI. */
+/* Logs once and cuts off a producer that broke the SMB ABI: nothing more
+ * of it is stored, and pp_commit() closes its connection when done with it
+ * (closing may free p at once). */
 static void pp_abi_violation(struct svc_producer *p, const char *why)
 {
 	if (p->cut_off)
@@ -414,7 +416,6 @@ static void pp_abi_violation(struct svc_producer *p, const char *why)
 	p->cut_off = true;
 	spn_log_warn("producer", "producer %u (pid %d) broke the SMB ABI (%s): "
 		     "disconnected", p->id, (int)p->cred.pid, why);
-	ipc_conn_close_after_flush(p->conn);
 }
 
 /* Stores the well-formed leading fragments of a chunk whose rest is bad
@@ -568,6 +569,10 @@ static void pp_commit(struct ipc_request *req, const ProtobufCMessage *a,
 		}
 	}
 	pp_empty_reply(req, &perfetto__protos__commit_data_response__descriptor);
+	/* Last: with nothing left to send, closing runs
+	 * svc_producer_on_disconnect(), which frees p. */
+	if (p->cut_off)
+		ipc_conn_close_after_flush(p->conn);
 }
 
 /* --- messages from the control plane, run on the lane --- */

@@ -2,8 +2,9 @@
 // Untrusted producers against spindled (DESIGN.md §4, producer-side issue
 // §4): chunk headers with wrong writer ids, packet counts past the chunk,
 // sizes past the end, a page layout changed under the service, CommitData
-// naming pages past the SMB, bad patches, commits into another session's
-// buffer, and a thread scribbling over the SMB during a commit storm.
+// naming pages past the SMB, a bad chunk among good ones in one CommitData,
+// bad patches, commits into another session's buffer, and a thread
+// scribbling over the SMB during a commit storm.
 // Each time the service survives, a well-behaved producer's packets all
 // come back in order, and nothing of the hostile one's leaks into them.
 #include <pthread.h>
@@ -62,8 +63,17 @@ static void good_round(struct world *w)
 	assert_true(th_prod_fence(&w->good));
 }
 
+/* Whether the session read by world_read() holds a packet stamped ts. */
+static bool world_has_ts(const struct world *w, uint64_t ts)
+{
+	for (size_t i = 0; i < w->cons.nts; i++)
+		if (w->cons.ts[i] == ts)
+			return true;
+	return false;
+}
+
 /* Stops the session, reads it, checks the good producer's packets. */
-static void world_finish(struct world *w)
+static void world_read(struct world *w)
 {
 	uint32_t good_seq = 0;
 	uint64_t next = GOOD_TS;
@@ -89,11 +99,22 @@ static void world_finish(struct world *w)
 		next++;
 	}
 	assert_int_equal(next, GOOD_TS + w->good_sent);
+}
+
+/* Frees the session and stops everything. */
+static void world_end(struct world *w)
+{
 	th_cons_call(&w->cons, "FreeBuffers",
 		     &perfetto__protos__free_buffers_request__descriptor);
 	th_cons_close(&w->cons);
 	th_prod_close(&w->good);
 	th_svc_stop(&w->t);
+}
+
+static void world_finish(struct world *w)
+{
+	world_read(w);
+	world_end(w);
 }
 
 /* A hostile producer joining the running session. */
@@ -139,6 +160,70 @@ static void bad_commit(struct th_prod *b, uint32_t page, uint32_t chunk,
 	req.n_chunks_to_move = 1;
 	req.chunks_to_move = &mvp;
 	th_prod_invoke(b, TH_COMMIT, &req.base, true);
+}
+
+/* One CommitData moving n chunks (chunk[i] of page[i]) into target. */
+static void bad_commit_n(struct th_prod *b, const uint32_t *page,
+			 const uint32_t *chunk, size_t n, uint32_t target)
+{
+	Perfetto__Protos__CommitDataRequest req =
+		PERFETTO__PROTOS__COMMIT_DATA_REQUEST__INIT;
+	Perfetto__Protos__CommitDataRequest__ChunksToMove mv[8];
+	Perfetto__Protos__CommitDataRequest__ChunksToMove *mvp[8];
+
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++) {
+		perfetto__protos__commit_data_request__chunks_to_move__init(&mv[i]);
+		mv[i].has_page = mv[i].has_chunk = mv[i].has_target_buffer = true;
+		mv[i].page = page[i];
+		mv[i].chunk = chunk[i];
+		mv[i].target_buffer = target;
+		mvp[i] = &mv[i];
+	}
+	req.n_chunks_to_move = n;
+	req.chunks_to_move = mvp;
+	th_prod_invoke(b, TH_COMMIT, &req.base, true);
+}
+
+/*
+ * Good and bad chunks in one CommitData: the chunks before the bad one are
+ * stored, the producer is cut off at the bad one, nothing after it is
+ * stored, and the service, which closes the connection, is done with the
+ * producer's state before it frees it (the handler went on reading it).
+ */
+static void test_bad_chunk_among_good(void **state)
+{
+	struct world w;
+	(void)state;
+
+	world_start(&w, 1);
+	for (uint32_t bad = 0; bad < 4; bad++) {
+		uint32_t page[5], chunk[5], base = 10 * (bad + 1);
+		struct th_prod b;
+
+		bad_join(&w, &b);
+		for (uint32_t i = 0; i < 5; i++) {
+			struct spn_smb_chunk_header *h;
+
+			page[i] = 24 + i / 4;
+			chunk[i] = i % 4;
+			h = bad_chunk(&b, page[i], chunk[i], 3, base + i);
+			if (i == bad)
+				spn_pb_put_varint4(spn_smb_chunk_payload(h), 60000);
+			spn_smb_try_complete(&b.smb, page[i], SPN_SMB_PAGE_DIV4,
+					     chunk[i]);
+		}
+		bad_commit_n(&b, page, chunk, 5, b.target_buffer);
+		assert_false(th_prod_fence(&b)); /* disconnected */
+		th_prod_close(&b);
+		good_round(&w);
+	}
+	world_read(&w);
+	for (uint32_t bad = 0; bad < 4; bad++)
+		for (uint32_t i = 0; i < 5; i++)
+			assert_int_equal(world_has_ts(&w, BAD_TS + 10 * (bad + 1) + i),
+					 i < bad);
+	world_end(&w);
 }
 
 /* Chunk headers with writer ids 0 and 40000: the producer is cut off. */
@@ -348,6 +433,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bad_writer_ids),
 		cmocka_unit_test(test_bad_counts_and_sizes),
+		cmocka_unit_test(test_bad_chunk_among_good),
 		cmocka_unit_test(test_layout_change_and_bad_pages),
 		cmocka_unit_test(test_bad_patches),
 		cmocka_unit_test(test_other_session_buffer),
