@@ -164,9 +164,11 @@ static void test_commits_during_allocation(void **state)
 	       (unsigned long long)base, (unsigned long long)during,
 	       base ? 100.0 * (double)during / (double)base : 0.0);
 	assert_true(base > 0);
-	/* Noisy on a shared 2-core box (and in sanitizer builds): the check
-	 * is that commits go on at a comparable rate, not a precise ratio. */
-	assert_true(during * 3 >= base);
+	/* Noisy on a shared 2-core box, and more so in sanitizer builds (an
+	 * ASan run in CI saw 25%): the check is that commits go on while the
+	 * buffer is allocated (lanes that waited for the control plane would
+	 * stall for the whole fault-in), not a ratio. */
+	assert_true(during * 10 >= base);
 	th_cons_call(&big, "DisableTracing",
 		     &perfetto__protos__disable_tracing_request__descriptor);
 	th_cons_wait_enable(&big, 20000);
