@@ -10,8 +10,10 @@
 // (thread t takes chunks t, t+2, ...), so they contend on page words. The
 // baseline is memcpy of 4 KiB in a loop with the same thread count; the
 // ratio column is cycles/s divided by the baseline's copies/s. Last, the
-// service's validation of a copied 4 KiB chunk (smb_chunk_validate) full of
-// 20-byte and of 210-byte packets: ns per chunk and per fragment.
+// service's validation of a copied 4 KiB chunk full of 20-byte and of
+// 210-byte packets, ns per chunk and per fragment: alone ("validate",
+// smb_chunk_validate) and two side by side as the lanes check them
+// ("validate2", smb_chunk_check_two).
 //
 // Usage: smb_bench [milliseconds per case, default 300]
 #include <errno.h>
@@ -194,26 +196,52 @@ static uint32_t bench_fill_chunk(uint8_t *chunk, uint32_t size, uint32_t pkt)
 	return n;
 }
 
-/* ns per smb_chunk_validate() of one chunk of pkt-byte packets (best of
- * 10 rounds within ms), or -1 if it does not validate; *frags: its
- * fragment count. */
-static double bench_validate(uint32_t pkt, uint64_t ms, uint32_t *frags)
+/* One validation of chunk (size bytes, frags fragments), alone (two =
+ * false: smb_chunk_validate) or beside a copy of itself (two = true:
+ * smb_chunk_check_two, as the lane checks pairs). False if it did not
+ * validate. */
+static bool bench_validate_once(uint8_t *chunk, uint8_t *copy, uint32_t size,
+				uint32_t frags, bool two)
+{
+	struct smb_chunk_info info[2];
+	struct smb_chunk_copy c[2];
+
+	if (!two)
+		return smb_chunk_validate(chunk, size, &info[0]) == 0 &&
+		       info[0].nfrags == frags;
+	for (int k = 0; k < 2; k++) {
+		uint8_t *h = k ? copy : chunk;
+
+		c[k] = (struct smb_chunk_copy){ h, h + SPN_SMB_CHUNK_HEADER_SIZE,
+						size - SPN_SMB_CHUNK_HEADER_SIZE,
+						&info[k], 0 };
+	}
+	smb_chunk_check_two(c);
+	return c[0].rc == 0 && c[1].rc == 0 && info[0].nfrags == frags &&
+	       info[1].nfrags == frags;
+}
+
+/* ns per chunk of validating chunks of pkt-byte packets (best of 10 rounds
+ * within ms), alone or two side by side (see bench_validate_once), or -1
+ * if one did not validate; *frags: fragments per chunk. */
+static double bench_validate(uint32_t pkt, bool two, uint64_t ms, uint32_t *frags)
 {
 	static uint8_t chunk[4096] __attribute__((aligned(64)));
+	static uint8_t copy[4096] __attribute__((aligned(64)));
 	uint32_t size = spn_smb_chunk_size_for(BENCH_PAGE_SIZE, SPN_SMB_PAGE_DIV1);
-	struct smb_chunk_info info;
 	double best = -1;
 
 	*frags = bench_fill_chunk(chunk, size, pkt);
+	memcpy(copy, chunk, size);
 	for (int round = 0; round < 10; round++) {
 		uint64_t t0 = bench_now_ns(), n = 0;
 
 		while (bench_now_ns() - t0 < ms * 100000ull) {
-			for (int i = 0; i < 1000; i++, n++) {
-				if (smb_chunk_validate(chunk, size, &info) != 0 ||
-				    info.nfrags != *frags)
+			for (int i = 0; i < 1000; i++, n += two ? 2 : 1) {
+				if (!bench_validate_once(chunk, copy, size, *frags, two))
 					return -1;
 				bench_clobber(chunk);
+				bench_clobber(copy);
 			}
 		}
 		double ns = (double)(bench_now_ns() - t0) / (double)n;
@@ -275,22 +303,27 @@ int main(int argc, char **argv)
 	}
 	printf("\n%-9s %-7s %6s %10s %12s\n", "case", "packet", "frags",
 	       "ns/chunk", "ns/fragment");
-	for (uint32_t pkt = 20; pkt <= 210; pkt += 190) {
-		uint32_t frags;
-		double ns = bench_validate(pkt, ms, &frags);
+	for (int two = 0; two < 2; two++) {
+		const char *name = two ? "validate2" : "validate";
 
-		if (ns < 0) {
-			fprintf(stderr, "smb_bench: validate: chunk did not validate\n");
-			rc = 1;
-			continue;
+		for (uint32_t pkt = 20; pkt <= 210; pkt += 190) {
+			uint32_t frags;
+			double ns = bench_validate(pkt, two, ms, &frags);
+
+			if (ns < 0) {
+				fprintf(stderr, "smb_bench: %s: chunk did not validate\n",
+					name);
+				rc = 1;
+				continue;
+			}
+			printf("%-9s %-7u %6u %10.1f %12.2f\n", name, pkt, frags, ns,
+			       ns / frags);
+			bench_json_result(&j, "\"case\": \"%s\", \"threads\": 1, "
+					  "\"chunk_size\": 4088, \"packet_bytes\": %u, "
+					  "\"fragments\": %u, \"ns_per_chunk\": %.1f, "
+					  "\"ns_per_fragment\": %.2f", name, pkt, frags,
+					  ns, ns / frags);
 		}
-		printf("%-9s %-7u %6u %10.1f %12.2f\n", "validate", pkt, frags, ns,
-		       ns / frags);
-		bench_json_result(&j, "\"case\": \"validate\", \"threads\": 1, "
-				  "\"chunk_size\": 4088, \"packet_bytes\": %u, "
-				  "\"fragments\": %u, \"ns_per_chunk\": %.1f, "
-				  "\"ns_per_fragment\": %.2f", pkt, frags, ns,
-				  ns / frags);
 	}
 	if (bench_json_close(&j) != 0)
 		rc = 1;

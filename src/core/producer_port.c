@@ -7,8 +7,8 @@
 // the lane_post_* messages run there too). The commit path takes no lock
 // and allocates nothing: it copies each chunk once out of the SMB into the
 // lane's scratch buffer (which stays in this core's cache), parses only
-// that private copy, and streams the validated copy into the lane's shard
-// (pp_move).
+// that private copy (two chunks side by side), and streams the validated
+// copy into the lane's shard (pp_move).
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -441,67 +441,141 @@ static void pp_store_prefix(struct svc_producer *p, struct svc_tbuf *tb,
 	svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
 }
 
-/*
- * Moves one chunk from the SMB into its buffer (§5.1 step 2, §5.2). The
- * chunk is copied once out of the SMB into the lane's scratch buffer,
- * which stays in this core's cache from chunk to chunk, and validated
- * there; svc_tbuf_lane_commit() then streams the validated copy into the
- * buffer without pulling the ring's cold lines into the cache.
- */
-static void pp_move(struct svc *svc, struct svc_producer *p,
-		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv)
+/* A chunk of a CommitData on its way from the SMB into its buffer. */
+struct pp_chunk {
+	const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv; /* entry */
+	struct smb_chunk_taken t;	/* the chunk taken for reading */
+	struct smb_chunk_info info;	/* what copying and checking found */
+	uint8_t *hdr;			/* the copy's header (lane scratch) */
+	uint8_t *dst;			/* the copy's payload, after hdr */
+	int rc;				/* copy-out, then check result */
+};
+
+/* Takes c->mv's chunk for reading (BeingRead); false when the entry names
+ * no Complete chunk of this SMB (ignored) or asks for SMB emulation. */
+static bool pp_take(struct svc *svc, struct svc_producer *p, struct pp_chunk *c)
 {
-	uint8_t *hdr = p->lane->scratch;
-	uint8_t *dst = hdr + SPN_SMB_CHUNK_HEADER_SIZE;
-	struct smb_chunk_info info;
-	struct smb_chunk_taken t;
-	struct svc_tbuf_chunk tc;
-	struct svc_tbuf *tb;
 	int rc = -EAGAIN;
 
-	if (mv->has_data) {
+	if (c->mv->has_data) {
 		/* SMB emulation is never offered on AF_UNIX: refuse it. */
 		pp_discard(svc);
-		return;
+		return false;
 	}
 	for (int tries = 0; rc == -EAGAIN && tries < 4; tries++)
-		rc = smb_chunk_commit_take(&p->shm->smb, mv->page, mv->chunk,
-					   &t, &info);
-	if (rc != 0)
-		return; /* not a Complete chunk of this SMB: ignored */
-	rc = smb_chunk_commit_finish(&p->shm->smb, &t, hdr, dst,
-				     SVC_CHUNK_SCRATCH - SPN_SMB_CHUNK_HEADER_SIZE,
-				     &info);
-	tb = pp_allowed(p, mv->target_buffer);
-	if (rc == -ENOSPC || info.end == SMB_CHUNK_BAD_HEADER ||
-	    info.end == SMB_CHUNK_BAD_FRAGMENT) {
+		rc = smb_chunk_commit_take(&p->shm->smb, c->mv->page, c->mv->chunk,
+					   &c->t, &c->info);
+	return rc == 0;
+}
+
+/* Copies taken chunk c once out of the SMB into scratch (header, then
+ * payload) and frees it. */
+static void pp_copy_out(struct svc_producer *p, struct pp_chunk *c,
+			uint8_t *scratch)
+{
+	c->hdr = scratch;
+	c->dst = scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+	c->rc = smb_chunk_commit_copy_out(&p->shm->smb, &c->t, c->hdr, c->dst,
+					  SVC_CHUNK_SCRATCH - SPN_SMB_CHUNK_HEADER_SIZE,
+					  &c->info);
+}
+
+/* Stores checked copy c in its buffer (§5.2 checks), or cuts p off when
+ * the chunk broke the ABI. */
+static void pp_store(struct svc *svc, struct svc_producer *p,
+		     const struct pp_chunk *c)
+{
+	const struct smb_chunk_info *info = &c->info;
+	struct svc_tbuf *tb = pp_allowed(p, c->mv->target_buffer);
+	struct svc_tbuf_chunk tc;
+
+	if (c->rc == -ENOSPC || info->end == SMB_CHUNK_BAD_HEADER ||
+	    info->end == SMB_CHUNK_BAD_FRAGMENT) {
 		/* DESIGN.md §4: a producer that breaks the ABI is cut off;
 		 * only the well-formed fragments before the fault are kept,
 		 * so its damage stays inside its own sequence. */
-		if (info.end == SMB_CHUNK_BAD_FRAGMENT && info.nfrags && tb)
-			pp_store_prefix(p, tb, &info, dst);
+		if (info->end == SMB_CHUNK_BAD_FRAGMENT && info->nfrags && tb)
+			pp_store_prefix(p, tb, info, c->dst);
 		pp_discard(svc);
-		pp_abi_violation(p, info.why ? info.why : "chunk too large");
+		pp_abi_violation(p, info->why ? info->why : "chunk too large");
 		return;
 	}
-	if (!tb || (p->writer_buf && p->writer_buf[info.writer_id] &&
-		   p->writer_buf[info.writer_id] != mv->target_buffer)) {
+	if (!tb || (p->writer_buf && p->writer_buf[info->writer_id] &&
+		   p->writer_buf[info->writer_id] != c->mv->target_buffer)) {
 		pp_discard(svc);
 		return;
 	}
 	tc = (struct svc_tbuf_chunk){
 		.producer_id = p->id,
-		.writer_id = info.writer_id,
-		.chunk_id = info.chunk_id,
+		.writer_id = info->writer_id,
+		.chunk_id = info->chunk_id,
 		.uid = p->cred.uid,
 		.pid = p->cred.pid,
-		.nfrags = info.count,
-		.flags = info.flags,
+		.nfrags = info->count,
+		.flags = info->flags,
 		.complete = true,
-		.payload = dst,
-		.len = info.size - SPN_SMB_CHUNK_HEADER_SIZE,
+		.payload = c->dst,
+		.len = info->size - SPN_SMB_CHUNK_HEADER_SIZE,
 	};
 	svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
+}
+
+/* Checks copied chunk c alone (when copy-out worked) and stores it. */
+static void pp_check_store(struct svc *svc, struct svc_producer *p,
+			   struct pp_chunk *c)
+{
+	if (c->rc == 0)
+		c->rc = smb_chunk_check(c->hdr, c->dst,
+					c->t.size - SPN_SMB_CHUNK_HEADER_SIZE,
+					&c->info);
+	pp_store(svc, p, c);
+}
+
+/*
+ * Moves the chunks of entries mv[0] and, if mv[1], mv[1] from the SMB into
+ * their buffers (§5.1 step 2, §5.2), in entry order. Each chunk is copied
+ * once out of the SMB into one half of the lane's scratch buffer, which
+ * stays in this core's cache, and checked there; svc_tbuf_lane_commit()
+ * then streams the checked copy into the buffer without pulling the ring's
+ * cold lines into the cache. Two chunks are checked side by side
+ * (smb_chunk_check_two): each fragment walk is a serial chain of loads,
+ * and two run in about the time of one.
+ */
+static void pp_move(struct svc *svc, struct svc_producer *p,
+		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv0,
+		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv1)
+{
+	struct pp_chunk c[2] = { { .mv = mv0 }, { .mv = mv1 } };
+	bool took0 = pp_take(svc, p, &c[0]);
+	bool took1 = mv1 && pp_take(svc, p, &c[1]);
+
+	if (took0)
+		pp_copy_out(p, &c[0], p->lane->scratch);
+	if (took1)
+		pp_copy_out(p, &c[1], p->lane->scratch + SVC_CHUNK_SCRATCH);
+	if (took0 && took1 && c[0].rc == 0 && c[1].rc == 0) {
+		struct smb_chunk_copy cc[2];
+
+		for (int i = 0; i < 2; i++)
+			cc[i] = (struct smb_chunk_copy){
+				.hdr = c[i].hdr, .payload = c[i].dst,
+				.len = c[i].t.size - SPN_SMB_CHUNK_HEADER_SIZE,
+				.info = &c[i].info,
+			};
+		smb_chunk_check_two(cc);
+		c[0].rc = cc[0].rc;
+		c[1].rc = cc[1].rc;
+		pp_store(svc, p, &c[0]);
+		if (!p->cut_off)
+			pp_store(svc, p, &c[1]);
+		return;
+	}
+	if (took0)
+		pp_check_store(svc, p, &c[0]);
+	/* Entries after an ABI violation are not stored (the producer is
+	 * being disconnected); a chunk taken already was freed. */
+	if (took1 && !p->cut_off)
+		pp_check_store(svc, p, &c[1]);
 }
 
 /* Applies one ChunkToPatch entry (§5.1 step 3). */
@@ -555,8 +629,10 @@ static void pp_commit(struct ipc_request *req, const ProtobufCMessage *a,
 		ipc_request_reject(req);
 		return;
 	}
-	for (size_t i = 0; i < r->n_chunks_to_move && !p->cut_off; i++)
-		pp_move(svc, p, r->chunks_to_move[i]);
+	for (size_t i = 0; i < r->n_chunks_to_move && !p->cut_off; i += 2)
+		pp_move(svc, p, r->chunks_to_move[i],
+			i + 1 < r->n_chunks_to_move ? r->chunks_to_move[i + 1] :
+						      NULL);
 	for (size_t i = 0; i < r->n_chunks_to_patch; i++)
 		pp_patch(svc, p, r->chunks_to_patch[i]);
 	if (r->has_flush_request_id && r->flush_request_id) {

@@ -97,7 +97,7 @@ static int svc_lanes_start(struct svc *svc)
 		l->svc = svc;
 		l->idx = i;
 		l->by_id = calloc(SVC_MAX_PRODUCERS + 1, sizeof(*l->by_id));
-		l->scratch = malloc(SVC_CHUNK_SCRATCH);
+		l->scratch = malloc(2 * SVC_CHUNK_SCRATCH);
 		if (!l->by_id || !l->scratch)
 			return -ENOMEM;
 		rc = ipc_loop_create(&l->loop, NULL);

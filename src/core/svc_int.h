@@ -93,7 +93,8 @@ struct svc_lane {
 	pthread_t thread;		/* the lane thread */
 	bool running;			/* thread started (it destroys the loop) */
 	struct svc_producer **by_id;	/* ProducerID -> producer on this lane */
-	uint8_t *scratch;		/* SVC_CHUNK_SCRATCH bytes for chunk copies */
+	uint8_t *scratch;		/* 2 * SVC_CHUNK_SCRATCH bytes: two chunk
+					 * copies (pp_move), or one scrape copy */
 };
 
 /* Service-wide counters (TraceStats), updated by lanes with relaxed adds. */

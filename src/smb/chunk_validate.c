@@ -116,15 +116,23 @@ static int smb_chunk_end(struct smb_chunk_info *info, enum smb_chunk_end end,
 	return err;
 }
 
+/* Where the walk through a chunk copy's fragments stands. */
+struct smb_walk {
+	const uint8_t *payload; /* the copy's payload */
+	uint32_t len;		/* its bytes */
+	uint32_t pos;		/* offset of the next fragment */
+	uint32_t i;		/* fragments passed */
+	uint32_t count;		/* fragments the header declares */
+};
+
 /*
- * Validates a chunk copy whose 8-byte header is at hdr and whose `len`
- * payload bytes are at payload (contiguous or not). Clears the reserved
- * flag bits in hdr. Returns what smb_chunk_validate() returns.
+ * Reads the header of a chunk copy (hdr; `len` payload bytes at payload)
+ * into *info and starts *w. Clears the reserved flag bits in hdr. Returns 0,
+ * or what smb_chunk_validate() returns for a bad header or size.
  */
-static int smb_chunk_validate_split(uint8_t *hdr, const uint8_t *payload,
-				    size_t len, struct smb_chunk_info *info)
+static int smb_chunk_head(uint8_t *hdr, const uint8_t *payload, size_t len,
+			  struct smb_chunk_info *info, struct smb_walk *w)
 {
-	uint32_t pos = 0, i;
 	uint16_t packets;
 
 	memset(info, 0, sizeof(*info));
@@ -148,46 +156,92 @@ static int smb_chunk_validate_split(uint8_t *hdr, const uint8_t *payload,
 	if (info->writer_id == 0 || info->writer_id > SPN_SMB_MAX_WRITER_ID)
 		return smb_chunk_end(info, SMB_CHUNK_BAD_HEADER,
 				     "writer id outside 1..32767", -EBADMSG);
-	for (i = 0; i < info->count; i++) {
+	*w = (struct smb_walk){ .payload = payload, .len = (uint32_t)len,
+				.count = info->count };
+	return 0;
+}
+
+/*
+ * One fragment in the form writers use (a 4-byte prefix, data inside the
+ * payload): passes it and returns true. Anything else (the drop marker
+ * too), or the end of the count: false, with nothing changed.
+ */
+static inline bool smb_walk_step4(struct smb_walk *w)
+{
+	uint32_t v, size;
+
+	if (w->i >= w->count || w->len - w->pos < SMB_FRAG_MAX_PREFIX)
+		return false;
+	v = smb_le32(w->payload + w->pos);
+	if ((v & 0x80808080u) != 0x00808080u)
+		return false;
+	size = smb_frag4_size(v);
+	if (size > w->len - w->pos - SMB_FRAG_MAX_PREFIX)
+		return false;
+	w->pos += SMB_FRAG_MAX_PREFIX + size;
+	w->i++;
+	return true;
+}
+
+/* Walks the rest of w's fragments and ends *info with what it found;
+ * returns what smb_chunk_validate() returns. */
+static int smb_walk_finish(struct smb_walk *w, struct smb_chunk_info *info)
+{
+	while (w->i < w->count) {
 		uint32_t size;
 		int r;
 
 		/* The form writers use, in a loop with one taken branch per
 		 * fragment (the walk is a serial chain through the sizes);
 		 * anything else, and the drop marker, go the general way. */
-		if ((uint32_t)len - pos >= SMB_FRAG_MAX_PREFIX) {
-			uint32_t w = smb_le32(payload + pos);
-
-			if ((w & 0x80808080u) == 0x00808080u) {
-				size = smb_frag4_size(w);
-				if (size <= (uint32_t)len - pos - 4u) {
-					pos += 4u + size;
-					continue;
-				}
-			}
-		}
-		r = smb_frag_span(payload, (uint32_t)len, pos, &size);
-
+		if (smb_walk_step4(w))
+			continue;
+		r = smb_frag_span(w->payload, w->len, w->pos, &size);
 		if (r < 0) {
-			info->nfrags = (uint16_t)i;
-			info->used = pos;
+			info->nfrags = (uint16_t)w->i;
+			info->used = w->pos;
 			if (r == -ENOMSG)
 				return smb_chunk_end(info, SMB_CHUNK_DROP,
 						     "drop marker: the writer lost "
 						     "the rest of the packet",
 						     -ENOMSG);
 			return smb_chunk_end(info, SMB_CHUNK_BAD_FRAGMENT,
-					     pos >= len ?
+					     w->pos >= w->len ?
 					     "fewer fragments than the count before "
 					     "the payload end" :
 					     "fragment size prefix or data runs past "
 					     "the payload end or 4 bytes", -EBADMSG);
 		}
-		pos += (uint32_t)r;
+		w->pos += (uint32_t)r;
+		w->i++;
 	}
-	info->nfrags = (uint16_t)i;
-	info->used = pos;
+	info->nfrags = (uint16_t)w->i;
+	info->used = w->pos;
 	return smb_chunk_end(info, SMB_CHUNK_OK, NULL, 0);
+}
+
+int smb_chunk_check(uint8_t *hdr, const uint8_t *payload, size_t len,
+		    struct smb_chunk_info *info)
+{
+	struct smb_walk w;
+	int r = smb_chunk_head(hdr, payload, len, info, &w);
+
+	return r ? r : smb_walk_finish(&w, info);
+}
+
+void smb_chunk_check_two(struct smb_chunk_copy c[2])
+{
+	struct smb_walk w[2];
+	int r0 = smb_chunk_head(c[0].hdr, c[0].payload, c[0].len, c[0].info, &w[0]);
+	int r1 = smb_chunk_head(c[1].hdr, c[1].payload, c[1].len, c[1].info, &w[1]);
+
+	/* Each walk is a serial chain of loads through the sizes; two
+	 * independent chains advance together in about the time of one. */
+	if (r0 == 0 && r1 == 0)
+		while (smb_walk_step4(&w[0]) && smb_walk_step4(&w[1]))
+			;
+	c[0].rc = r0 ? r0 : smb_walk_finish(&w[0], c[0].info);
+	c[1].rc = r1 ? r1 : smb_walk_finish(&w[1], c[1].info);
 }
 
 int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info)
@@ -199,8 +253,8 @@ int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info)
 		return smb_chunk_end(info, SMB_CHUNK_BAD_HEADER,
 				     "chunk size outside 8..65535 bytes", -EINVAL);
 	}
-	return smb_chunk_validate_split(c, c + SPN_SMB_CHUNK_HEADER_SIZE,
-					size - SPN_SMB_CHUNK_HEADER_SIZE, info);
+	return smb_chunk_check(c, c + SPN_SMB_CHUNK_HEADER_SIZE,
+			       size - SPN_SMB_CHUNK_HEADER_SIZE, info);
 }
 
 int smb_chunk_commit_take(struct spn_smb *smb, uint32_t page, uint32_t chunk,
@@ -224,18 +278,18 @@ int smb_chunk_commit_take(struct spn_smb *smb, uint32_t page, uint32_t chunk,
 	return 0;
 }
 
-int smb_chunk_commit_finish(struct spn_smb *smb, const struct smb_chunk_taken *t,
-			    uint8_t *hdr, uint8_t *payload, size_t cap,
-			    struct smb_chunk_info *info)
+int smb_chunk_commit_copy_out(struct spn_smb *smb, const struct smb_chunk_taken *t,
+			      uint8_t *hdr, uint8_t *payload, size_t cap,
+			      struct smb_chunk_info *info)
 {
 	const uint8_t *src = (const uint8_t *)spn_smb_chunk(smb, t->page,
 							    t->layout, t->chunk);
 	uint32_t len = t->size - SPN_SMB_CHUNK_HEADER_SIZE, attempt;
-	int r, fr = -EAGAIN;
-	bool freed;
+	int fr = -EAGAIN;
+	bool fits = payload && len <= cap;
 
-	/* The one copy out of the SMB; only the copy is parsed below. */
-	if (payload && len <= cap) {
+	/* The one copy out of the SMB; only the copy is parsed after. */
+	if (fits) {
 		memcpy(hdr, src, SPN_SMB_CHUNK_HEADER_SIZE);
 		memcpy(payload, src + SPN_SMB_CHUNK_HEADER_SIZE, len);
 	}
@@ -245,15 +299,26 @@ int smb_chunk_commit_finish(struct spn_smb *smb, const struct smb_chunk_taken *t
 	for (attempt = 0; attempt < SPN_SMB_CAS_MAX_ATTEMPTS && fr == -EAGAIN; attempt++)
 		fr = spn_smb_try_free(smb, t->page, t->layout, t->chunk,
 				      SPN_SMB_BEING_READ);
-	freed = fr == 0;
-	if (!payload || len > cap) {
-		memset(info, 0, sizeof(*info));
-		info->freed = freed;
-		info->size = t->size;
+	memset(info, 0, sizeof(*info));
+	info->freed = fr == 0;
+	info->size = t->size;
+	if (!fits) {
 		info->why = "chunk larger than the copy buffer";
 		return -ENOSPC;
 	}
-	r = smb_chunk_validate_split(hdr, payload, len, info);
+	return 0;
+}
+
+int smb_chunk_commit_finish(struct spn_smb *smb, const struct smb_chunk_taken *t,
+			    uint8_t *hdr, uint8_t *payload, size_t cap,
+			    struct smb_chunk_info *info)
+{
+	int r = smb_chunk_commit_copy_out(smb, t, hdr, payload, cap, info);
+	bool freed = info->freed;
+
+	if (r != 0)
+		return r;
+	r = smb_chunk_check(hdr, payload, t->size - SPN_SMB_CHUNK_HEADER_SIZE, info);
 	info->complete = true;
 	info->freed = freed;
 	return r;

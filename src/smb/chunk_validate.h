@@ -81,6 +81,31 @@ struct smb_chunk_info {
  */
 int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info);
 
+/*
+ * smb_chunk_validate() for a copy whose 8-byte header is at hdr and whose
+ * `len` payload bytes are at payload (anywhere, not necessarily after the
+ * header). Same results; info->complete and info->freed are left false.
+ */
+int smb_chunk_check(uint8_t *hdr, const uint8_t *payload, size_t len,
+		    struct smb_chunk_info *info);
+
+/* One chunk copy for smb_chunk_check_two(). */
+struct smb_chunk_copy {
+	uint8_t *hdr;		      /* its 8-byte header */
+	const uint8_t *payload;	      /* its payload */
+	size_t len;		      /* payload bytes */
+	struct smb_chunk_info *info;  /* filled as by smb_chunk_check() */
+	int rc;			      /* set to what smb_chunk_check() returns */
+};
+
+/*
+ * smb_chunk_check() of two copies at once, with the same results for each:
+ * the fragment walks (each a serial chain of loads) run side by side while
+ * both are in the form writers use, so two chunks of small packets take
+ * little more time than one.
+ */
+void smb_chunk_check_two(struct smb_chunk_copy c[2]);
+
 /* A Complete chunk the service took for reading (BeingRead). */
 struct smb_chunk_taken {
 	uint32_t page;	 /* page index */
@@ -113,6 +138,17 @@ int smb_chunk_commit_take(struct spn_smb *smb, uint32_t page, uint32_t chunk,
 int smb_chunk_commit_finish(struct spn_smb *smb, const struct smb_chunk_taken *t,
 			    uint8_t *hdr, uint8_t *payload, size_t cap,
 			    struct smb_chunk_info *info);
+
+/*
+ * smb_chunk_commit_finish() without the validation: copies taken chunk t
+ * (header to hdr, payload to payload) and frees it. Returns 0 (validate the
+ * copy with smb_chunk_check() or smb_chunk_check_two()), or -ENOSPC as
+ * smb_chunk_commit_finish(). Sets info->size and info->freed and clears the
+ * rest (info->why for -ENOSPC).
+ */
+int smb_chunk_commit_copy_out(struct spn_smb *smb, const struct smb_chunk_taken *t,
+			      uint8_t *hdr, uint8_t *payload, size_t cap,
+			      struct smb_chunk_info *info);
 
 /*
  * Commit path in one call (take, then finish into one buffer): takes

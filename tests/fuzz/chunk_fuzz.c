@@ -193,6 +193,54 @@ static void fz_store(struct svc_tbuf *b, unsigned prod, const struct smb_chunk_i
 /* The lane's CommitData move of one chunk (producer_port.c pp_move):
  * take, copy once, validate the copy, store it unless the producer broke
  * the ABI (which cuts it off). */
+/* Whether two validations found the same. */
+static bool fz_same_info(const struct smb_chunk_info *a, const struct smb_chunk_info *b)
+{
+	return a->size == b->size && a->chunk_id == b->chunk_id &&
+	       a->writer_id == b->writer_id && a->count == b->count &&
+	       a->flags == b->flags && a->end == b->end &&
+	       a->nfrags == b->nfrags && a->used == b->used && a->why == b->why;
+}
+
+/* The lane checks moved chunks in pairs (smb_chunk_check_two): checked
+ * beside the chunk moved before it, each must come out as when checked
+ * alone. */
+static void fz_check_two(const uint8_t *hdr, const uint8_t *payload, size_t len)
+{
+	static uint8_t prev[SPN_SMB_CHUNK_HEADER_SIZE + sizeof(fz_scratch)];
+	static uint8_t cur[sizeof(prev)], two[2][sizeof(prev)];
+	static size_t prev_len;
+	struct smb_chunk_info alone[2], side[2];
+	struct smb_chunk_copy c[2];
+	int rc[2];
+
+	memcpy(cur, hdr, SPN_SMB_CHUNK_HEADER_SIZE);
+	memcpy(cur + SPN_SMB_CHUNK_HEADER_SIZE, payload, len);
+	if (prev_len) {
+		const uint8_t *src[2] = { prev, cur };
+		size_t n[2] = { prev_len, len };
+
+		for (int k = 0; k < 2; k++) {
+			memcpy(two[k], src[k], SPN_SMB_CHUNK_HEADER_SIZE + n[k]);
+			rc[k] = smb_chunk_check(two[k], two[k] + SPN_SMB_CHUNK_HEADER_SIZE,
+						n[k], &alone[k]);
+			memcpy(two[k], src[k], SPN_SMB_CHUNK_HEADER_SIZE + n[k]);
+			c[k] = (struct smb_chunk_copy){
+				two[k], two[k] + SPN_SMB_CHUNK_HEADER_SIZE, n[k],
+				&side[k], 1 };
+		}
+		smb_chunk_check_two(c);
+		for (int k = 0; k < 2; k++)
+			if (c[k].rc != rc[k] || !fz_same_info(&side[k], &alone[k])) {
+				fprintf(stderr, "chunk_fuzz: smb_chunk_check_two differs "
+					"from smb_chunk_check for chunk %d\n", k);
+				abort();
+			}
+	}
+	memcpy(prev, cur, SPN_SMB_CHUNK_HEADER_SIZE + len);
+	prev_len = len;
+}
+
 static void fz_move(struct spn_smb *smb, struct svc_tbuf *b, unsigned prod,
 		    uint32_t page, uint32_t chunk, bool stage, bool *cut)
 {
@@ -211,6 +259,8 @@ static void fz_move(struct spn_smb *smb, struct svc_tbuf *b, unsigned prod,
 			dst = fz_scratch;
 	}
 	rc = smb_chunk_commit_finish(smb, &t, hdr, dst, sizeof(fz_scratch), &info);
+	if (rc != -ENOSPC)
+		fz_check_two(hdr, dst, t.size - SPN_SMB_CHUNK_HEADER_SIZE);
 	if (rc == -ENOSPC || info.end == SMB_CHUNK_BAD_HEADER ||
 	    info.end == SMB_CHUNK_BAD_FRAGMENT) {
 		*cut = true;

@@ -188,8 +188,10 @@ static void bad_commit_n(struct th_prod *b, const uint32_t *page,
 /*
  * Good and bad chunks in one CommitData: the chunks before the bad one are
  * stored, the producer is cut off at the bad one, nothing after it is
- * stored, and the service, which closes the connection, is done with the
- * producer's state before it frees it (the handler went on reading it).
+ * stored (the lane takes and checks chunks in pairs: the bad one is first
+ * and second of a pair here), and the service, which closes the
+ * connection, is done with the producer's state before it frees it (the
+ * handler went on reading it).
  */
 static void test_bad_chunk_among_good(void **state)
 {

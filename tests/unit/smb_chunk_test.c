@@ -304,9 +304,53 @@ static void test_validate_bad_fragments(void **state)
  * fragment sizes sit at the room left: exactly, one byte short, one byte
  * over, the drop marker, and prefixes in other forms.
  */
+static void expect_same_info(const struct smb_chunk_info *a,
+			     const struct smb_chunk_info *b)
+{
+	assert_int_equal(a->size, b->size);
+	assert_int_equal(a->chunk_id, b->chunk_id);
+	assert_int_equal(a->writer_id, b->writer_id);
+	assert_int_equal(a->count, b->count);
+	assert_int_equal(a->flags, b->flags);
+	assert_int_equal(a->end, b->end);
+	assert_int_equal(a->nfrags, b->nfrags);
+	assert_int_equal(a->used, b->used);
+	assert_ptr_equal(a->why, b->why);
+}
+
+/* smb_chunk_check_two() of chunk (b, size) beside `prev` (an earlier chunk,
+ * or nothing yet), in both orders, gives what the single checks give:
+ * want and *info for b. */
+static void check_two_matches(const struct cbuf *prev, const uint8_t *b,
+			      uint32_t size, int want,
+			      const struct smb_chunk_info *info)
+{
+	static uint8_t pc[65536], bc[65536];
+	struct smb_chunk_info pi, two[2];
+	uint32_t plen = prev->len ? prev->len : 8;
+	int prc;
+
+	memcpy(pc, prev->b, plen);
+	prc = smb_chunk_check(pc, pc + 8, plen - 8, &pi);
+	for (int order = 0; order < 2; order++) {
+		struct smb_chunk_copy c[2];
+
+		memcpy(pc, prev->b, plen);
+		memcpy(bc, b, size);
+		c[order] = (struct smb_chunk_copy){ pc, pc + 8, plen - 8, &two[order], 1 };
+		c[1 - order] = (struct smb_chunk_copy){ bc, bc + 8, size - 8,
+							&two[1 - order], 1 };
+		smb_chunk_check_two(c);
+		assert_int_equal(c[order].rc, prc);
+		assert_int_equal(c[1 - order].rc, want);
+		expect_same_info(&two[order], &pi);
+		expect_same_info(&two[1 - order], info);
+	}
+}
+
 static void test_validate_differential(void **state)
 {
-	static struct cbuf c;
+	static struct cbuf c, prev;
 	uint32_t seed = 777;
 
 	(void)state;
@@ -355,6 +399,10 @@ static void test_validate_differential(void **state)
 		assert_int_equal(info.end, want == 0 ? SMB_CHUNK_OK :
 				 want == -ENOMSG ? SMB_CHUNK_DROP :
 						   SMB_CHUNK_BAD_FRAGMENT);
+		/* Side by side with the chunk before, each way round. */
+		check_two_matches(&prev, c.b, size, want, &info);
+		memcpy(prev.b, c.b, size);
+		prev.len = size;
 	}
 }
 
