@@ -33,8 +33,9 @@ static void smb_put_le16(uint8_t *p, uint16_t v)
 	p[1] = (uint8_t)(v >> 8);
 }
 
-/* The size in a 4-byte prefix whose first three bytes have the
- * continuation bit and whose last does not (the redundant form). */
+/* The 7 low bits of each byte of w, little-endian: the size in a 4-byte
+ * prefix (the redundant form: the continuation bit in the first three
+ * bytes), or, masked to 7 * n bits, in the first n bytes. */
 static inline uint32_t smb_frag4_size(uint32_t w)
 {
 	return (w & 0x7Fu) | ((w >> 1) & 0x3F80u) | ((w >> 2) & 0x1FC000u) |
@@ -67,9 +68,7 @@ static inline int smb_frag_span(const uint8_t *payload, uint32_t len,
 		else
 			return -EBADMSG; /* a fifth prefix byte */
 		/* 7 bits from each byte, then only the n bytes it has. */
-		sz = (w & 0x7Fu) | ((w >> 1) & 0x3F80u) |
-		     ((w >> 2) & 0x1FC000u) | ((w >> 3) & 0xFE00000u);
-		sz &= (1u << (7u * n)) - 1u;
+		sz = smb_frag4_size(w) & ((1u << (7u * n)) - 1u);
 	} else {
 		sz = 0;
 		for (n = 0;; n++) {
