@@ -216,7 +216,7 @@ static bool bench_validate_once(uint8_t *chunk, uint8_t *copy, uint32_t size,
 						size - SPN_SMB_CHUNK_HEADER_SIZE,
 						&info[k], 0 };
 	}
-	smb_chunk_check_two(c);
+	smb_chunk_check_two(&c[0], &c[1]);
 	return c[0].rc == 0 && c[1].rc == 0 && info[0].nfrags == frags &&
 	       info[1].nfrags == frags;
 }

@@ -446,9 +446,8 @@ struct pp_chunk {
 	const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv; /* entry */
 	struct smb_chunk_taken t;	/* the chunk taken for reading */
 	struct smb_chunk_info info;	/* what copying and checking found */
-	uint8_t *hdr;			/* the copy's header (lane scratch) */
-	uint8_t *dst;			/* the copy's payload, after hdr */
-	int rc;				/* copy-out, then check result */
+	struct smb_chunk_copy cp;	/* its copy in lane scratch; cp.rc:
+					 * the copy-out, then check result */
 };
 
 /* Takes c->mv's chunk for reading (BeingRead); false when the entry names
@@ -473,11 +472,18 @@ static bool pp_take(struct svc *svc, struct svc_producer *p, struct pp_chunk *c)
 static void pp_copy_out(struct svc_producer *p, struct pp_chunk *c,
 			uint8_t *scratch)
 {
-	c->hdr = scratch;
-	c->dst = scratch + SPN_SMB_CHUNK_HEADER_SIZE;
-	c->rc = smb_chunk_commit_copy_out(&p->shm->smb, &c->t, c->hdr, c->dst,
-					  SVC_CHUNK_SCRATCH - SPN_SMB_CHUNK_HEADER_SIZE,
-					  &c->info);
+	uint8_t *dst = scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+
+	c->cp = (struct smb_chunk_copy){
+		.hdr = scratch,
+		.payload = dst,
+		.len = c->t.size - SPN_SMB_CHUNK_HEADER_SIZE,
+		.info = &c->info,
+		.rc = smb_chunk_commit_copy_out(&p->shm->smb, &c->t, scratch, dst,
+						SVC_CHUNK_SCRATCH -
+							SPN_SMB_CHUNK_HEADER_SIZE,
+						&c->info),
+	};
 }
 
 /* Stores checked copy c in its buffer (§5.2 checks), or cuts p off when
@@ -489,13 +495,13 @@ static void pp_store(struct svc *svc, struct svc_producer *p,
 	struct svc_tbuf *tb = pp_allowed(p, c->mv->target_buffer);
 	struct svc_tbuf_chunk tc;
 
-	if (c->rc == -ENOSPC || info->end == SMB_CHUNK_BAD_HEADER ||
+	if (c->cp.rc == -ENOSPC || info->end == SMB_CHUNK_BAD_HEADER ||
 	    info->end == SMB_CHUNK_BAD_FRAGMENT) {
 		/* DESIGN.md §4: a producer that breaks the ABI is cut off;
 		 * only the well-formed fragments before the fault are kept,
 		 * so its damage stays inside its own sequence. */
 		if (info->end == SMB_CHUNK_BAD_FRAGMENT && info->nfrags && tb)
-			pp_store_prefix(p, tb, info, c->dst);
+			pp_store_prefix(p, tb, info, c->cp.payload);
 		pp_discard(svc);
 		pp_abi_violation(p, info->why ? info->why : "chunk too large");
 		return;
@@ -514,7 +520,7 @@ static void pp_store(struct svc *svc, struct svc_producer *p,
 		.nfrags = info->count,
 		.flags = info->flags,
 		.complete = true,
-		.payload = c->dst,
+		.payload = c->cp.payload,
 		.len = info->size - SPN_SMB_CHUNK_HEADER_SIZE,
 	};
 	svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
@@ -524,10 +530,9 @@ static void pp_store(struct svc *svc, struct svc_producer *p,
 static void pp_check_store(struct svc *svc, struct svc_producer *p,
 			   struct pp_chunk *c)
 {
-	if (c->rc == 0)
-		c->rc = smb_chunk_check(c->hdr, c->dst,
-					c->t.size - SPN_SMB_CHUNK_HEADER_SIZE,
-					&c->info);
+	if (c->cp.rc == 0)
+		c->cp.rc = smb_chunk_check(c->cp.hdr, c->cp.payload, c->cp.len,
+					   &c->info);
 	pp_store(svc, p, c);
 }
 
@@ -553,18 +558,8 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 		pp_copy_out(p, &c[0], p->lane->scratch);
 	if (took1)
 		pp_copy_out(p, &c[1], p->lane->scratch + SVC_CHUNK_SCRATCH);
-	if (took0 && took1 && c[0].rc == 0 && c[1].rc == 0) {
-		struct smb_chunk_copy cc[2];
-
-		for (int i = 0; i < 2; i++)
-			cc[i] = (struct smb_chunk_copy){
-				.hdr = c[i].hdr, .payload = c[i].dst,
-				.len = c[i].t.size - SPN_SMB_CHUNK_HEADER_SIZE,
-				.info = &c[i].info,
-			};
-		smb_chunk_check_two(cc);
-		c[0].rc = cc[0].rc;
-		c[1].rc = cc[1].rc;
+	if (took0 && took1 && c[0].cp.rc == 0 && c[1].cp.rc == 0) {
+		smb_chunk_check_two(&c[0].cp, &c[1].cp);
 		pp_store(svc, p, &c[0]);
 		if (!p->cut_off)
 			pp_store(svc, p, &c[1]);

@@ -228,19 +228,19 @@ int smb_chunk_check(uint8_t *hdr, const uint8_t *payload, size_t len,
 	return r ? r : smb_walk_finish(&w, info);
 }
 
-void smb_chunk_check_two(struct smb_chunk_copy c[2])
+void smb_chunk_check_two(struct smb_chunk_copy *a, struct smb_chunk_copy *b)
 {
-	struct smb_walk w[2];
-	int r0 = smb_chunk_head(c[0].hdr, c[0].payload, c[0].len, c[0].info, &w[0]);
-	int r1 = smb_chunk_head(c[1].hdr, c[1].payload, c[1].len, c[1].info, &w[1]);
+	struct smb_walk wa, wb;
+	int ra = smb_chunk_head(a->hdr, a->payload, a->len, a->info, &wa);
+	int rb = smb_chunk_head(b->hdr, b->payload, b->len, b->info, &wb);
 
 	/* Each walk is a serial chain of loads through the sizes; two
 	 * independent chains advance together in about the time of one. */
-	if (r0 == 0 && r1 == 0)
-		while (smb_walk_step4(&w[0]) && smb_walk_step4(&w[1]))
+	if (ra == 0 && rb == 0)
+		while (smb_walk_step4(&wa) && smb_walk_step4(&wb))
 			;
-	c[0].rc = r0 ? r0 : smb_walk_finish(&w[0], c[0].info);
-	c[1].rc = r1 ? r1 : smb_walk_finish(&w[1], c[1].info);
+	a->rc = ra ? ra : smb_walk_finish(&wa, a->info);
+	b->rc = rb ? rb : smb_walk_finish(&wb, b->info);
 }
 
 int smb_chunk_validate(void *chunk, size_t size, struct smb_chunk_info *info)

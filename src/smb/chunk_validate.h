@@ -104,7 +104,7 @@ struct smb_chunk_copy {
  * both are in the form writers use, so two chunks of small packets take
  * little more time than one.
  */
-void smb_chunk_check_two(struct smb_chunk_copy c[2]);
+void smb_chunk_check_two(struct smb_chunk_copy *a, struct smb_chunk_copy *b);
 
 /* A Complete chunk the service took for reading (BeingRead). */
 struct smb_chunk_taken {

@@ -229,7 +229,7 @@ static void fz_check_two(const uint8_t *hdr, const uint8_t *payload, size_t len)
 				two[k], two[k] + SPN_SMB_CHUNK_HEADER_SIZE, n[k],
 				&side[k], 1 };
 		}
-		smb_chunk_check_two(c);
+		smb_chunk_check_two(&c[0], &c[1]);
 		for (int k = 0; k < 2; k++)
 			if (c[k].rc != rc[k] || !fz_same_info(&side[k], &alone[k])) {
 				fprintf(stderr, "chunk_fuzz: smb_chunk_check_two differs "

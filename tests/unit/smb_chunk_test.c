@@ -340,7 +340,7 @@ static void check_two_matches(const struct cbuf *prev, const uint8_t *b,
 		c[order] = (struct smb_chunk_copy){ pc, pc + 8, plen - 8, &two[order], 1 };
 		c[1 - order] = (struct smb_chunk_copy){ bc, bc + 8, size - 8,
 							&two[1 - order], 1 };
-		smb_chunk_check_two(c);
+		smb_chunk_check_two(&c[0], &c[1]);
 		assert_int_equal(c[order].rc, prc);
 		assert_int_equal(c[1 - order].rc, want);
 		expect_same_info(&two[order], &pi);
