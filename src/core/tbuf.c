@@ -70,6 +70,20 @@
 #include <sys/mman.h>
 
 #include "core/mem_hooks.h"
+#include "spindle/smb_abi.h"
+
+/* Record bytes of the largest chunk a buffer of `size` bytes must take:
+ * one no bigger than the buffer, from a page the service accepts (the
+ * Div1 chunk of a 32 KiB page at most). */
+static uint64_t tb_largest_record(uint64_t size)
+{
+	uint64_t chunk = spn_smb_chunk_size_for(SPN_SMB_SVC_MAX_PAGE_SIZE,
+						SPN_SMB_PAGE_DIV1);
+
+	if (chunk > size)
+		chunk = size;
+	return tb_align16(TB_REC_HDR + (uint32_t)chunk - SPN_SMB_CHUNK_HEADER_SIZE);
+}
 
 /* Largest power of two <= v (v >= 1). */
 static uint64_t tb_pow2_floor(uint64_t v)
@@ -80,22 +94,22 @@ static uint64_t tb_pow2_floor(uint64_t v)
 /*
  * Chooses the segment size and count for a buffer: size / 16 rounded down
  * to a power of two, within 64 KiB..1 MiB; buffers under 256 KiB get 4
- * segments of at least 8 KiB each. A record never spans segments, so that
- * caps their largest storable chunk at a quarter of the buffer, but never
- * below the chunks of 4 KiB pages (4088 bytes, a 4112-byte record: what
- * Perfetto's SDK and ours use by default), which a 4 KiB segment could not
- * hold. Every lane needs a current segment and the cursor needs full ones
- * to recycle, so the count is at least nlanes + 2 (tiny buffers then use a
- * little more memory than asked for; buffer_size still reports the
- * configured size).
+ * segments of size / 4, but never segments too small for the record of
+ * the largest chunk the buffer must take. trace-buffer.md §1 refuses only
+ * a chunk bigger than the buffer itself (or than a record can be), and a
+ * record never spans segments, so a buffer takes any chunk of the pages
+ * the service accepts (up to 32 KiB: Perfetto's traced_probes uses those)
+ * that is no bigger than the buffer. Every lane needs a current segment
+ * and the cursor needs full ones to recycle, so the count is at least
+ * nlanes + 2. Small buffers thus use more memory than asked for, at most
+ * (nlanes + 2) x 64 KiB (a 64 KiB buffer with 2 lanes: 256 KiB), and
+ * hold up to that much before they evict (ring) or discard; buffer_size
+ * still reports the configured size.
  */
-/* Smallest segment: holds the record of a 4 KiB page's chunk. */
-#define TB_MIN_SEG 8192u
-
 static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
 			uint32_t *nseg)
 {
-	uint64_t seg, n;
+	uint64_t seg, n, rec;
 
 	if (size >= 4ull * 65536) {
 		seg = tb_pow2_floor(size / 16);
@@ -105,9 +119,10 @@ static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
 			seg = 1u << 20;
 	} else {
 		seg = tb_pow2_floor(size / 4);
-		if (seg < TB_MIN_SEG)
-			seg = TB_MIN_SEG;
 	}
+	rec = tb_largest_record(size);
+	if (seg < rec)
+		seg = tb_pow2_floor(rec - 1) * 2; /* the power of two >= rec */
 	n = (size + seg - 1) / seg;
 	if (n < nlanes + 2u)
 		n = nlanes + 2u;

@@ -150,6 +150,44 @@ static void test_smb_size_hints(void **state)
 	th_svc_stop(&t);
 }
 
+/* A producer with 32 KiB pages (as Perfetto's traced_probes uses) and a
+ * 64 KiB buffer: its 32 KiB chunk is no bigger than the buffer, so it is
+ * stored (trace-buffer.md §1), with 1 lane and with 2. */
+static void test_big_pages_small_buffer(void **state)
+{
+	(void)state;
+	th_layout = SPN_SMB_PAGE_DIV1;
+	for (unsigned lanes = 1; lanes <= 2; lanes++) {
+		struct th_prod_opts o = no_opts;
+		uint32_t chunk_id = 0;
+		struct th_svc t;
+		struct th_prod p;
+		struct th_cons c;
+
+		th_svc_start(&t, lanes);
+		o.size_hint = 1u << 20;
+		o.page_hint = 32768;
+		th_prod_connect_ex(&p, &t, "probes", "ds", &o);
+		th_cons_connect(&c, &t);
+		th_cons_enable(&c, 64, "ds");
+		wait_for(&p, CMD(START_DATA_SOURCE));
+		assert_int_equal(p.smb.page_size, 32768);
+		/* 30 packets of ~1 KiB: one chunk of ~30 KiB. */
+		assert_int_equal(th_prod_write(&p, 1, &chunk_id, 7000, 30, 1000, 0, 1),
+				 30);
+		assert_int_equal(chunk_id, 1);
+		assert_true(th_prod_fence(&p));
+		stop_and_read(&c);
+		assert_int_equal(c.nts, 30);
+		for (unsigned i = 0; i < 30; i++)
+			assert_int_equal(c.ts[i], 7000 + i);
+		th_cons_close(&c);
+		th_prod_close(&p);
+		th_svc_stop(&t);
+	}
+	th_layout = SPN_SMB_PAGE_DIV4;
+}
+
 /* A second InitializeConnection on the same connection is rejected. */
 static void test_second_initialize(void **state)
 {
@@ -389,6 +427,7 @@ int main(void)
 		cmocka_unit_test(test_provided_smb_adopted),
 		cmocka_unit_test(test_provided_smb_refused),
 		cmocka_unit_test(test_smb_size_hints),
+		cmocka_unit_test(test_big_pages_small_buffer),
 		cmocka_unit_test(test_second_initialize),
 		cmocka_unit_test(test_unregister_stops_instance),
 		cmocka_unit_test(test_writer_bound_elsewhere),

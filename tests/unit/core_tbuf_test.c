@@ -13,6 +13,7 @@
 
 #include "core/mem_hooks.h"
 #include "core/tbuf_int.h"
+#include "spindle/smb_abi.h"
 #include "core_tbuf_util.h"
 
 #define MAXPK 16384
@@ -24,6 +25,12 @@ static struct svc_tbuf_out O;
 static struct tpk PK[MAXPK];
 static struct tcb CB;
 static uint8_t PBUF[70000];
+
+/* The eviction tests' buffer: 4 segments of 64 KiB with one lane (the
+ * smallest segments that hold a 32 KiB page's chunk), and the filler that
+ * makes a one-packet chunk a 16192-byte record, 4 to a segment. */
+#define SMALL_BUF (256u * 1024u)
+#define FILL4 16124u
 
 static void setup_buf(uint64_t size, enum svc_tbuf_policy pol, unsigned lanes)
 {
@@ -147,11 +154,14 @@ static void test_geometry(void **state)
 		unsigned lanes;
 		uint32_t seg, nseg;
 	} cases[] = {
-		/* Tiny buffers: 8 KiB segments, which hold a 4 KiB page's
-		 * chunk (4 KiB ones would hold none). */
+		/* Small buffers: segments that hold the largest chunk the
+		 * buffer can take (a 4 KiB page's in a 4 KiB buffer, a
+		 * 16 KiB page's in 16 KiB, a 32 KiB page's from 64 KiB). */
 		{ 4096, 1, 8192, 3 },
-		{ 16384, 2, 8192, 4 },
-		{ 65536, 1, 16384, 4 },
+		{ 16384, 2, 32768, 4 },
+		{ 65536, 1, 65536, 3 },
+		{ 131072, 2, 65536, 4 },
+		{ 262144, 1, 65536, 4 },
 		{ 1 << 20, 4, 65536, 16 },
 		{ 2 << 20, 16, 131072, 18 },
 		{ 64ull << 20, 4, 1 << 20, 64 },
@@ -633,17 +643,17 @@ static void test_patch_not_found(void **state)
 	struct svc_tbuf_patch many[SVC_TBUF_MAX_PATCHES + 1];
 
 	(void)state;
-	setup_buf(65536, SVC_TBUF_RING, 1);
+	setup_buf(SMALL_BUF, SVC_TBUF_RING, 1);
 	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 1, 0, &p, 1, false),
 			 -ENOENT);
-	assert_int_equal(put1(0, 1, 1, 0, 4000), 0);
+	assert_int_equal(put1(0, 1, 1, 0, FILL4), 0);
 	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 2, 0, &p, 1, false),
 			 -ENOENT);	/* other writer */
 	assert_int_equal(svc_tbuf_lane_patch(B, 0, 2, 1, 0, &p, 1, false),
 			 -ENOENT);	/* other producer */
 	/* Overwrite chunk 0, then patch it late. */
 	for (uint32_t id = 1; id < 20; id++)
-		assert_int_equal(put1(0, 1, 1, id, 4000), 0);
+		assert_int_equal(put1(0, 1, 1, id, FILL4), 0);
 	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 1, 0, &p, 1, false),
 			 -ENOENT);
 	assert_int_equal(stats().patches_failed, 4);
@@ -867,9 +877,9 @@ static void test_staged_commit(void **state)
 static void test_staged_discard(void **state)
 {
 	(void)state;
-	setup_buf(65536, SVC_TBUF_DISCARD, 1);
+	setup_buf(SMALL_BUF, SVC_TBUF_DISCARD, 1);
 	for (uint32_t id = 0; id < 16; id++) {
-		build_packets(1, id, 1, 3980);
+		build_packets(1, id, 1, FILL4);
 		assert_int_equal(scommit(1, id, 0, true), 0);
 	}
 	/* Claiming a segment for this one finds only unread data. */
@@ -963,18 +973,18 @@ static void test_ring_overwrite(void **state)
 	int n;
 
 	(void)state;
-	setup_buf(65536, SVC_TBUF_RING, 1);	/* 4 x 16 KiB */
+	setup_buf(SMALL_BUF, SVC_TBUF_RING, 1);	/* 4 x 64 KiB */
 	for (uint32_t id = 0; id < 40; id++)
-		assert_int_equal(put1(0, 1, 1, id, 3980), 0);
+		assert_int_equal(put1(0, 1, 1, id, FILL4), 0);
 	rec = tb_align16(48 + CB.len);
-	assert_int_equal(rec, 4048);	/* 4 records per segment */
+	assert_int_equal(rec, 16192);	/* 4 records per segment */
 	st = stats();
 	assert_int_equal(st.chunks_written, 40);
 	assert_int_equal(st.chunks_overwritten, 24);
 	assert_int_equal(st.bytes_overwritten, 24 * rec);
 	assert_int_equal(st.write_wrap_count, 2);
-	assert_int_equal(st.padding_bytes_written, 9 * (16384 - 4 * rec));
-	assert_int_equal(st.padding_bytes_cleared, 6 * (16384 - 4 * rec));
+	assert_int_equal(st.padding_bytes_written, 9 * (65536 - 4 * rec));
+	assert_int_equal(st.padding_bytes_cleared, 6 * (65536 - 4 * rec));
 	n = read_all();
 	assert_int_equal(n, 16);
 	for (int i = 0; i < n; i++) {
@@ -983,14 +993,14 @@ static void test_ring_overwrite(void **state)
 	}
 	/* Evicting chunks already read is no loss. */
 	for (uint32_t id = 40; id < 48; id++)
-		assert_int_equal(put1(0, 1, 1, id, 3980), 0);
+		assert_int_equal(put1(0, 1, 1, id, FILL4), 0);
 	assert_int_equal(stats().chunks_overwritten, 24);
 	assert_int_equal(read_all(), 8);
 	assert_int_equal(PK[0].counter, 40);
 	assert_int_equal(PK[0].loss, 0);
 	/* Overwrite while partly read: the reader knew those chunks. */
 	for (uint32_t id = 48; id < 52; id++)
-		assert_int_equal(put1(0, 1, 1, id, 3980), 0);
+		assert_int_equal(put1(0, 1, 1, id, FILL4), 0);
 	{
 		bool drained;
 
@@ -1000,7 +1010,7 @@ static void test_ring_overwrite(void **state)
 	}
 	/* 52..67 fill segments 1, 2, 3, then 0: 49..51 are evicted. */
 	for (uint32_t id = 52; id < 68; id++)
-		assert_int_equal(put1(0, 1, 1, id, 3980), 0);
+		assert_int_equal(put1(0, 1, 1, id, FILL4), 0);
 	assert_int_equal(stats().chunks_overwritten, 27);
 	n = read_all();
 	assert_int_equal(n, 16);
@@ -1023,22 +1033,22 @@ static void test_gap_given_up(void **state)
 	int n;
 
 	(void)state;
-	setup_buf(65536, SVC_TBUF_RING, 1);	/* 4 x 4 records */
-	assert_int_equal(put1(0, 1, 1, 1, 3980), 0);	/* seg 0 */
+	setup_buf(SMALL_BUF, SVC_TBUF_RING, 1);	/* 4 x 4 records */
+	assert_int_equal(put1(0, 1, 1, 1, FILL4), 0);	/* seg 0 */
 	assert_int_equal(read_all(), 1);
 	for (; b < 3; b++)
-		assert_int_equal(put1(0, 1, 2, b, 3980), 0);
-	assert_int_equal(put1(0, 1, 1, 3, 3980), 0);	/* seg 1; 2 missing */
+		assert_int_equal(put1(0, 1, 2, b, FILL4), 0);
+	assert_int_equal(put1(0, 1, 1, 3, FILL4), 0);	/* seg 1; 2 missing */
 	for (; b < 6; b++)
-		assert_int_equal(put1(0, 1, 2, b, 3980), 0);
+		assert_int_equal(put1(0, 1, 2, b, FILL4), 0);
 	n = read_all();
 	assert_int_equal(n, 6);		/* writer 2 only */
 	for (int i = 0; i < n; i++)
 		assert_int_equal(PK[i].seq, 2);
 	for (; b < 14; b++)		/* segs 2, 3 */
-		assert_int_equal(put1(0, 1, 2, b, 3980), 0);
+		assert_int_equal(put1(0, 1, 2, b, FILL4), 0);
 	assert_int_equal(read_all(), 8);
-	assert_int_equal(put1(0, 1, 2, b++, 3980), 0);	/* recycles seg 0 */
+	assert_int_equal(put1(0, 1, 2, b++, FILL4), 0);	/* recycles seg 0 */
 	n = read_all();
 	assert_int_equal(n, 2);
 	assert_int_equal(PK[0].seq, 1);
@@ -1059,17 +1069,17 @@ static void test_discard(void **state)
 	struct svc_tbuf_stats st;
 
 	(void)state;
-	setup_buf(65536, SVC_TBUF_DISCARD, 1);
+	setup_buf(SMALL_BUF, SVC_TBUF_DISCARD, 1);
 	/* Read as it goes: it behaves like a ring buffer. */
 	for (uint32_t id = 0; id < 40; id++) {
-		assert_int_equal(put1(0, 1, 1, id, 3980), 0);
+		assert_int_equal(put1(0, 1, 1, id, FILL4), 0);
 		assert_int_equal(read_all(), 1);
 	}
 	assert_int_equal(stats().chunks_discarded, 0);
 	/* Not read: 16 records fit, then the next write would evict. */
 	for (uint32_t id = 40; id < 56; id++)
-		assert_int_equal(put1(0, 1, 1, id, 3980), 0);
-	assert_int_equal(put1(0, 1, 1, 56, 3980), -ENOSPC);
+		assert_int_equal(put1(0, 1, 1, id, FILL4), 0);
+	assert_int_equal(put1(0, 1, 1, 56, FILL4), -ENOSPC);
 	assert_int_equal(put1(0, 1, 2, 0, 10), -ENOSPC);
 	st = stats();
 	assert_int_equal(st.chunks_discarded, 2);
@@ -1082,7 +1092,7 @@ static void test_discard(void **state)
 	assert_int_equal(put1(0, 1, 1, 57, 10), -ENOSPC);
 	assert_int_equal(stats().chunks_discarded, 3);
 	/* Re-commits of stored chunks are not new chunks. */
-	build_packets(1, 55, 1, 3980);
+	build_packets(1, 55, 1, FILL4);
 	assert_int_equal(tcommit(B, 0, 1, 1, 55, &CB, 0, true),
 			 SVC_TBUF_IGNORED);
 }
@@ -1211,15 +1221,57 @@ static void test_abi_rejects(void **state)
 	assert_int_equal(svc_tbuf_lane_commit(B, 0, &c), -EINVAL);
 	c.nfrags = 0;
 	c.payload = big;
-	c.len = 16384;	/* bigger than a 16 KiB segment with its header */
+	c.len = 65536 - 47;	/* bigger than a 64 KiB segment with its header */
 	assert_int_equal(svc_tbuf_lane_commit(B, 0, &c), -E2BIG);
 	c.len = SVC_TBUF_MAX_PAYLOAD + 1;
 	assert_int_equal(svc_tbuf_lane_commit(B, 0, &c), -E2BIG);
 	assert_int_equal(stats().abi_violations, 6);
 	assert_int_equal(svc_tbuf_lane_commit(B, 1, &c), -EINVAL);
 	assert_int_equal(stats().abi_violations, 6);
-	c.len = 16384 - 48;	/* exactly one segment */
+	c.len = 65536 - 48;	/* exactly one segment */
 	assert_int_equal(svc_tbuf_lane_commit(B, 0, &c), 0);
+}
+
+/* §1: a buffer takes every chunk no bigger than itself, up to the Div1
+ * chunk of a 32 KiB page (traced_probes' pages), with 1 lane and with 2;
+ * a chunk of the next page size up is bigger than a small buffer and is
+ * refused. */
+static void test_small_buffers_take_big_chunks(void **state)
+{
+	static const struct {
+		uint64_t size;
+		uint32_t page;	/* largest page whose Div1 chunk fits */
+	} cases[] = {
+		{ 4096, 4096 },	  { 8192, 8192 },   { 16384, 16384 },
+		{ 32768, 32768 }, { 65536, 32768 }, { 131072, 32768 },
+	};
+	static uint8_t big[32768];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (unsigned lanes = 1; lanes <= 2; lanes++) {
+			uint32_t fits = spn_smb_chunk_size_for(cases[i].page,
+							       SPN_SMB_PAGE_DIV1);
+			struct svc_tbuf_chunk c = {
+				.producer_id = 1, .writer_id = 1, .complete = true,
+				.payload = big,
+				.len = fits - SPN_SMB_CHUNK_HEADER_SIZE,
+			};
+			struct svc_tbuf *b;
+
+			assert_int_equal(svc_tbuf_create(cases[i].size, SVC_TBUF_RING,
+							 lanes, 0, &b), 0);
+			assert_int_equal(svc_tbuf_lane_commit(b, lanes - 1, &c), 0);
+			if (cases[i].page < 32768) {
+				c.chunk_id = 1;
+				c.len = spn_smb_chunk_size_for(cases[i].page * 2,
+							       SPN_SMB_PAGE_DIV1) -
+					SPN_SMB_CHUNK_HEADER_SIZE;
+				assert_int_equal(svc_tbuf_lane_commit(b, 0, &c), -E2BIG);
+			}
+			svc_tbuf_destroy(b);
+		}
+	}
 }
 
 /* Histogram of used payload bytes per writer (§4.5). */
@@ -1547,6 +1599,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_validation, teardown),
 		cmocka_unit_test_teardown(test_read_limit, teardown),
 		cmocka_unit_test_teardown(test_abi_rejects, teardown),
+		cmocka_unit_test(test_small_buffers_take_big_chunks),
 		cmocka_unit_test_teardown(test_writer_stats, teardown),
 		cmocka_unit_test_teardown(test_two_lanes, teardown),
 		cmocka_unit_test_teardown(test_index_sweep, teardown),
