@@ -231,8 +231,7 @@ int smb_arbiter_create_writer(struct smb_arbiter *arb, uint32_t target_buffer,
 	tw->writer_id = (uint16_t)id;
 	tw->target_buffer = target_buffer;
 	tw->heavy_fence = !arb->membarrier;
-	tw->hdr = (struct spn_smb_chunk_header *)(void *)tw->scratch;
-	tw->cur = tw->end = tw->chunk_end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+	smb_tw_aim_at_scratch(tw);
 	/* Spread writers over the SMB so they do not all fight over page 0. */
 	tw->page_hint = (uint32_t)(((uint64_t)id * 2654435761u) % arb->smb.num_pages);
 	tw->wnodes = (struct smb_writer_node *)(void *)(tw + 1);

@@ -505,6 +505,15 @@ void smb_arbiter_take_back_w(struct smb_arbiter *arb, struct spn_tw *tw);
  * chunk): out of the registry, then the GONE node queued. */
 void smb_arbiter_retire_writer_w(struct smb_arbiter *arb, struct spn_tw *tw);
 
+/* Owner thread (or the creator): aims tw's cursors at its scratch header,
+ * as a writer without a chunk has them, so that the next packet start
+ * takes the slow path. */
+static inline void smb_tw_aim_at_scratch(struct spn_tw *tw)
+{
+	tw->hdr = (struct spn_smb_chunk_header *)(void *)tw->scratch;
+	tw->cur = tw->end = tw->chunk_end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+}
+
 /* The node of chunk (page, chunk). */
 static inline struct smb_chunk_node *smb_arbiter_node(struct smb_arbiter *arb,
 						      uint32_t page, uint32_t chunk)

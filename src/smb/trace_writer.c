@@ -51,8 +51,7 @@ static uint64_t tw_packet_pos(const struct spn_tw *tw)
 static void tw_set_no_chunk(struct spn_tw *tw)
 {
 	tw->has_chunk = false;
-	tw->hdr = (struct spn_smb_chunk_header *)(void *)tw->scratch;
-	tw->cur = tw->end = tw->chunk_end = tw->scratch + SPN_SMB_CHUNK_HEADER_SIZE;
+	smb_tw_aim_at_scratch(tw);
 	tw->count = 0;
 	tw->packets = 0;
 	tw->gen++;
