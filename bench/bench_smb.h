@@ -71,6 +71,9 @@ struct bench_drainer {
 	struct smb_commit commit;				/* drain storage */
 	const char *who;					/* benchmark name, for errors */
 	_Atomic int stop;					/* main -> drainer */
+	long period_ns;						/* 0: poll; else sleep this
+								 * long after each pass (the
+								 * SDK's commit period) */
 	_Atomic uint64_t freed[SPN_SMB_MAX_WRITER_ID + 1];	/* chunks freed per writer */
 	uint8_t copy[SPN_SMB_MAX_CHUNK_SIZE];			/* where chunks are copied to */
 };
@@ -101,8 +104,14 @@ static inline void *bench_drainer_main(void *arg)
 		}
 		if (d->commit.pressure)
 			smb_arbiter_reclaim(d->arb);
-		if (n == 0)
+		if (d->period_ns) {
+			struct timespec ts = { d->period_ns / 1000000000L,
+					       d->period_ns % 1000000000L };
+
+			nanosleep(&ts, NULL);
+		} else if (n == 0) {
 			sched_yield();
+		}
 	}
 	return NULL;
 }

@@ -89,6 +89,8 @@ if [ $quick = 1 ]; then
     --seconds 0.5 --producers 1 --prebuilt --batch 32
   run tw_bench "$results/tw_bench.json" "$bin/tw_bench" 20000
   run sdk_bench "$results/sdk_bench.json" "$bin/sdk_bench" 20000
+  run sdk_bench_drain1000 "$results/sdk_bench_drain1000.json" "$bin/sdk_bench" 20000 \
+    --drain-us 1000
 else
   for b in "${benches[@]}"; do
     run "$b" "$results/$b.json" "$bin/$b"
@@ -96,6 +98,9 @@ else
   # The lane as the bottleneck: one producer copying prebuilt chunks.
   run commit_bench_prebuilt "$results/commit_bench_prebuilt.json" "$bin/commit_bench" \
     --producers 1 --prebuilt --batch 32
+  # The SDK with its I/O thread's real cadence (one drain per commit period).
+  run sdk_bench_drain1000 "$results/sdk_bench_drain1000.json" "$bin/sdk_bench" \
+    --drain-us 1000
 fi
 
 # ---- spindle-loadgen scenarios against a private spindled ----
@@ -189,6 +194,14 @@ HEAD = {
         ({"case": "raw1k", "threads": 1}, ["median_ns", "p99_ns", "p999_ns", "mean_ns"],
          "raw 1 KiB packet"),
     ],
+    "sdk_bench_drain1000": [
+        ({"case": "slice", "threads": 1},
+         ["median_ns", "p99_ns", "p999_ns", "chunk_change_median_ns", "other_p999_ns"],
+         "slice begin/end, 1 thread, drained once per 1 ms commit period"),
+        ({"case": "slice", "threads": 2},
+         ["median_ns", "p99_ns", "p999_ns", "chunk_change_median_ns", "other_p999_ns"],
+         "the same, 2 threads"),
+    ],
 }
 LOADGEN = {
     "loadgen_flat_1t": "loadgen: 1 thread flat out, default SMB",
@@ -218,7 +231,9 @@ def fmt(k, v):
     if v is None:
         return None
     if k.endswith("_ns") or k.startswith("ns_") or k == "mean_ns_untimed":
-        name = {"mean_ns_untimed": "mean", "mean_ns": "mean"}.get(
+        name = {"mean_ns_untimed": "mean", "mean_ns": "mean",
+                "chunk_change_median_ns": "chunk change median",
+                "other_p999_ns": "p999 of the other events"}.get(
             k, k.replace("_ns", "").replace("ns_", ""))
         if v >= 1000:
             return "%s %.1f us" % (name, v / 1000)

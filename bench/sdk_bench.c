@@ -27,15 +27,22 @@
 // would in an app (the TSC where safe). Writers pay the SDK's wake check
 // (bench_wake) where the SDK's would. Unlike the SDK's I/O thread, which
 // drains when woken and then once per commit period (1 ms) while there is
-// more, the drainer polls: each writer finds its standby chunk (arbiter.h)
-// parked at nearly every chunk change, as it would in the SDK only while it
-// fills less than a chunk per commit period.
+// more, the drainer polls by default: each writer finds its standby chunk
+// (arbiter.h) parked at nearly every chunk change, as it would in the SDK
+// only while it fills less than a chunk per commit period. --drain-us N
+// makes it sleep N us after each pass instead; with 1000 (the commit
+// period) a writer that fills a chunk every few microseconds meets what it
+// would in an app: a standby chunk at about one chunk change in 15, the
+// chunk reserved at its soft end at the others, and every soft end then
+// searches the SMB for that chunk (a CAS on a page word the drainer wrote
+// last). Those searches, not the chunk changes, then set the tail ("rest
+// p99.9"). The JSON goes to sdk_bench[_smbN]_drainN.json.
 //
 // "raw16" is the trace writer alone writing a packet of the size of a
 // slice event (begin, one 16-byte append, end): the floor under every event.
 //
 // Usage: sdk_bench [samples per case and thread, default 200000]
-//                  [--smb-kb N]
+//                  [--smb-kb N] [--drain-us N]
 // --smb-kb sets the SMB size; bursts shrink to fit and the JSON goes to
 // bench/results/sdk_bench_smbN.json. The default, 8192 KiB, never fills:
 // every chunk a writer takes was last touched long ago, so its lines come
@@ -140,6 +147,7 @@ struct bench_writer {
 
 static uint64_t g_sink;
 static uint32_t g_smb_kb = BENCH_SMB_KB;	/* --smb-kb */
+static uint32_t g_drain_us;			/* --drain-us (0: the drainer polls) */
 
 /* Events per burst of kind k: at most 4096 (1024 1 KiB packets), and few
  * enough that the bursts of all threads fill at most half the SMB. */
@@ -373,6 +381,7 @@ static double bench_run(const struct bench_case *bc, uint32_t samples, uint32_t 
 	*clock = spn_te_clock_used(e->te);
 	d->arb = &e->arb;
 	d->who = "sdk_bench";
+	d->period_ns = (long)g_drain_us * 1000L;
 	pthread_barrier_init(&start, NULL, (unsigned)bc->threads);
 	pthread_create(&dt, NULL, bench_drainer_main, d);
 	for (int i = 0; i < bc->threads; i++) {
@@ -434,15 +443,24 @@ int main(int argc, char **argv)
 				fprintf(stderr, "sdk_bench: --smb-kb: 64..32768, a multiple of 4\n");
 				return 2;
 			}
+		} else if (strcmp(argv[a], "--drain-us") == 0 && a + 1 < argc) {
+			g_drain_us = (uint32_t)strtoul(argv[++a], NULL, 10);
+			if (g_drain_us > 100000) {
+				fprintf(stderr, "sdk_bench: --drain-us: 0..100000\n");
+				return 2;
+			}
 		} else if (argv[a][0] >= '0' && argv[a][0] <= '9') {
 			samples = (uint32_t)strtoul(argv[a], NULL, 10);
 		} else {
-			fprintf(stderr, "usage: sdk_bench [samples] [--smb-kb N]\n");
+			fprintf(stderr, "usage: sdk_bench [samples] [--smb-kb N] [--drain-us N]\n");
 			return 2;
 		}
 	}
 	if (g_smb_kb != BENCH_SMB_KB)
 		snprintf(name, sizeof(name), "sdk_bench_smb%u", g_smb_kb);
+	if (g_drain_us)
+		snprintf(name + strlen(name), sizeof(name) - strlen(name), "_drain%u",
+			 g_drain_us);
 	if (samples < 1000)
 		samples = 1000;
 	all = malloc(sizeof(*all) * samples * BENCH_MAX_THREADS);
@@ -455,7 +473,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sdk_bench: cannot write %s/%s.json: %s\n",
 			SPN_BENCH_RESULTS_DIR, name, strerror(errno));
 	printf("sdk_bench: %ld cores, TSC %.3f GHz, %u samples per thread, %u KiB SMB, "
-	       "drainer thread on\n", bench_cores(), g_tsc_per_ns, samples, g_smb_kb);
+	       "drainer thread %s", bench_cores(), g_tsc_per_ns, samples, g_smb_kb,
+	       g_drain_us ? "every" : "polling\n");
+	if (g_drain_us)
+		printf(" %u us\n", g_drain_us);
 	printf("%-14s %7s %8s %8s %8s %9s %8s %8s %8s %8s %6s %8s %8s %10s\n", "case",
 	       "threads", "med ns", "/tsc med", "p99 ns", "p99.9 ns", "mean ns", "max ns",
 	       "/1 thr", "dropped", "chg %", "chg med", "chg p90", "rest p99.9");
@@ -503,10 +524,10 @@ int main(int argc, char **argv)
 				  "\"two_over_one_thread\": %.2f, \"dropped\": %llu, "
 				  "\"chunk_change_pct\": %.2f, \"chunk_change_median_ns\": %.1f, "
 				  "\"chunk_change_p90_ns\": %.1f, \"other_p999_ns\": %.1f, "
-				  "\"smb_kb\": %u",
+				  "\"smb_kb\": %u, \"drain_us\": %u",
 				  bc->name, bc->threads, med, tsc_med > 0 ? med / tsc_med : 0, p99,
 				  p999, pmax, mean, vs1, (unsigned long long)dropped, chg.share,
-				  chg.med, chg.p90, chg.rest999, g_smb_kb);
+				  chg.med, chg.p90, chg.rest999, g_smb_kb, g_drain_us);
 	}
 	printf("clock: %s; \"pair\" is the lfence;rdtsc pair every sample is taken with "
 	       "(its median is subtracted from the other rows); med = median of %u-event "
