@@ -85,6 +85,11 @@ static uint64_t tb_largest_record(uint64_t size)
 	return tb_align16(TB_REC_HDR + (uint32_t)chunk - SPN_SMB_CHUNK_HEADER_SIZE);
 }
 
+/* Segments this big waste at most 1/8 of themselves on the largest record
+ * (7 records of a 32 KiB page's chunk, 32800 bytes each, in 256 KiB); a 64
+ * KiB segment holds one and wastes half. */
+#define TB_DENSE_SEG (256u * 1024u)
+
 /* Largest power of two <= v (v >= 1). */
 static uint64_t tb_pow2_floor(uint64_t v)
 {
@@ -104,7 +109,12 @@ static uint64_t tb_pow2_floor(uint64_t v)
  * nlanes + 2. Small buffers thus use more memory than asked for, at most
  * (nlanes + 2) x 64 KiB (a 64 KiB buffer with 2 lanes: 256 KiB), and
  * hold up to that much before they evict (ring) or discard; buffer_size
- * still reports the configured size.
+ * still reports the configured size. A record never spans segments either,
+ * so a segment loses up to one record's size at its end: segments grow to
+ * TB_DENSE_SEG where the buffer has room for nlanes + 2 of them anyway (a
+ * 1 MiB buffer with 2 lanes: 4 x 256 KiB, which keeps 28 chunks of 32 KiB
+ * pages where 16 x 64 KiB kept 16 and Perfetto's traced keeps 32; the ring
+ * then evicts a quarter at a time instead of a sixteenth).
  */
 static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
 			uint32_t *nseg)
@@ -123,6 +133,13 @@ static void tb_geometry(uint64_t size, unsigned nlanes, uint32_t *seg_size,
 	rec = tb_largest_record(size);
 	if (seg < rec)
 		seg = tb_pow2_floor(rec - 1) * 2; /* the power of two >= rec */
+	/* Up to TB_DENSE_SEG while the size still makes nlanes + 2 segments
+	 * of it (no memory beyond the size rounded up to a segment). */
+	if (seg < TB_DENSE_SEG && size / (nlanes + 2u) >= 2 * seg) {
+		uint64_t dense = tb_pow2_floor(size / (nlanes + 2u));
+
+		seg = dense < TB_DENSE_SEG ? dense : TB_DENSE_SEG;
+	}
 	n = (size + seg - 1) / seg;
 	if (n < nlanes + 2u)
 		n = nlanes + 2u;

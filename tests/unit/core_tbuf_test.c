@@ -162,10 +162,16 @@ static void test_geometry(void **state)
 		{ 65536, 1, 65536, 3 },
 		{ 131072, 2, 65536, 4 },
 		{ 262144, 1, 65536, 4 },
-		{ 1 << 20, 4, 65536, 16 },
+		/* Up to 256 KiB segments (at most 1/8 lost to a 32 KiB page's
+		 * chunks) while no more than nlanes + 2 are needed. */
+		{ 512 * 1024, 1, 131072, 4 },
+		{ 1 << 20, 2, 262144, 4 },
+		{ 1 << 20, 4, 131072, 8 },
+		{ 1 << 20, 16, 65536, 18 },
 		{ 2 << 20, 16, 131072, 18 },
+		{ 4 << 20, 2, 262144, 16 },
 		{ 64ull << 20, 4, 1 << 20, 64 },
-		{ 1000 * 1024, 2, 65536, 16 },	/* not a power of two */
+		{ 1000 * 1024, 2, 131072, 8 },	/* not a power of two */
 	};
 
 	(void)state;
@@ -1274,6 +1280,34 @@ static void test_small_buffers_take_big_chunks(void **state)
 	}
 }
 
+/* A DISCARD buffer of 1 MiB with 2 lanes holds 28 chunks of 32 KiB pages
+ * (Perfetto's traced: 32) before it discards: 64 KiB segments held one
+ * 32800-byte record each, 16 in all. */
+static void test_big_chunks_capacity(void **state)
+{
+	static uint8_t big[32768];
+	struct svc_tbuf_chunk c = {
+		.producer_id = 1, .writer_id = 1, .complete = true, .payload = big,
+		.nfrags = 1,	/* unread: DISCARD keeps it */
+	};
+	struct svc_tbuf_stats st;
+	uint32_t id = 0;
+
+	(void)state;
+	c.len = spn_smb_chunk_size_for(32768, SPN_SMB_PAGE_DIV1) -
+		SPN_SMB_CHUNK_HEADER_SIZE;
+	setup_buf(1 << 20, SVC_TBUF_DISCARD, 2);
+	for (; id < 64; id++) {
+		c.chunk_id = id;
+		if (svc_tbuf_lane_commit(B, id & 1, &c) != 0)
+			break;
+	}
+	assert_int_equal(id, 28);
+	svc_tbuf_get_stats(B, &st);
+	assert_int_equal(st.chunks_written, 28);
+	assert_int_equal(st.chunks_discarded, 1);
+}
+
 /* Histogram of used payload bytes per writer (§4.5). */
 static int collect_writer(void *ctx, const struct svc_tbuf_writer_stats *w)
 {
@@ -1600,6 +1634,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_read_limit, teardown),
 		cmocka_unit_test_teardown(test_abi_rejects, teardown),
 		cmocka_unit_test(test_small_buffers_take_big_chunks),
+		cmocka_unit_test_teardown(test_big_chunks_capacity, teardown),
 		cmocka_unit_test_teardown(test_writer_stats, teardown),
 		cmocka_unit_test_teardown(test_two_lanes, teardown),
 		cmocka_unit_test_teardown(test_index_sweep, teardown),
