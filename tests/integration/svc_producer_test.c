@@ -185,7 +185,15 @@ static void test_big_pages_small_buffer(void **state)
 		th_prod_close(&p);
 		th_svc_stop(&t);
 	}
+}
+
+/* Teardown: back to th_prod_write()'s default layout, also after a
+ * failure. */
+static int reset_layout(void **state)
+{
+	(void)state;
 	th_layout = SPN_SMB_PAGE_DIV4;
+	return 0;
 }
 
 /* A second InitializeConnection on the same connection is rejected. */
@@ -427,7 +435,7 @@ int main(void)
 		cmocka_unit_test(test_provided_smb_adopted),
 		cmocka_unit_test(test_provided_smb_refused),
 		cmocka_unit_test(test_smb_size_hints),
-		cmocka_unit_test(test_big_pages_small_buffer),
+		cmocka_unit_test_teardown(test_big_pages_small_buffer, reset_layout),
 		cmocka_unit_test(test_second_initialize),
 		cmocka_unit_test(test_unregister_stops_instance),
 		cmocka_unit_test(test_writer_bound_elsewhere),
