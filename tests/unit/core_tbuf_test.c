@@ -1238,6 +1238,13 @@ static void test_abi_rejects(void **state)
 	assert_int_equal(svc_tbuf_lane_commit(B, 0, &c), 0);
 }
 
+/* Payload bytes of the Div1 chunk (the whole page) of `page`-byte pages. */
+static uint32_t div1_payload(uint32_t page)
+{
+	return spn_smb_chunk_size_for(page, SPN_SMB_PAGE_DIV1) -
+	       SPN_SMB_CHUNK_HEADER_SIZE;
+}
+
 /* §1: a buffer takes every chunk no bigger than itself, up to the Div1
  * chunk of a 32 KiB page (traced_probes' pages), with 1 lane and with 2;
  * a chunk of the next page size up is bigger than a small buffer and is
@@ -1251,17 +1258,13 @@ static void test_small_buffers_take_big_chunks(void **state)
 		{ 4096, 4096 },	  { 8192, 8192 },   { 16384, 16384 },
 		{ 32768, 32768 }, { 65536, 32768 }, { 131072, 32768 },
 	};
-	static uint8_t big[32768];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		for (unsigned lanes = 1; lanes <= 2; lanes++) {
-			uint32_t fits = spn_smb_chunk_size_for(cases[i].page,
-							       SPN_SMB_PAGE_DIV1);
 			struct svc_tbuf_chunk c = {
 				.producer_id = 1, .writer_id = 1, .complete = true,
-				.payload = big,
-				.len = fits - SPN_SMB_CHUNK_HEADER_SIZE,
+				.payload = PBUF, .len = div1_payload(cases[i].page),
 			};
 			struct svc_tbuf *b;
 
@@ -1270,9 +1273,7 @@ static void test_small_buffers_take_big_chunks(void **state)
 			assert_int_equal(svc_tbuf_lane_commit(b, lanes - 1, &c), 0);
 			if (cases[i].page < 32768) {
 				c.chunk_id = 1;
-				c.len = spn_smb_chunk_size_for(cases[i].page * 2,
-							       SPN_SMB_PAGE_DIV1) -
-					SPN_SMB_CHUNK_HEADER_SIZE;
+				c.len = div1_payload(cases[i].page * 2);
 				assert_int_equal(svc_tbuf_lane_commit(b, 0, &c), -E2BIG);
 			}
 			svc_tbuf_destroy(b);
@@ -1285,17 +1286,15 @@ static void test_small_buffers_take_big_chunks(void **state)
  * 32800-byte record each, 16 in all. */
 static void test_big_chunks_capacity(void **state)
 {
-	static uint8_t big[32768];
 	struct svc_tbuf_chunk c = {
-		.producer_id = 1, .writer_id = 1, .complete = true, .payload = big,
+		.producer_id = 1, .writer_id = 1, .complete = true, .payload = PBUF,
+		.len = div1_payload(32768),
 		.nfrags = 1,	/* unread: DISCARD keeps it */
 	};
 	struct svc_tbuf_stats st;
 	uint32_t id = 0;
 
 	(void)state;
-	c.len = spn_smb_chunk_size_for(32768, SPN_SMB_PAGE_DIV1) -
-		SPN_SMB_CHUNK_HEADER_SIZE;
 	setup_buf(1 << 20, SVC_TBUF_DISCARD, 2);
 	for (; id < 64; id++) {
 		c.chunk_id = id;
