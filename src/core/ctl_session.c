@@ -1491,14 +1491,18 @@ static void ctl_c_detach(struct ctl *ctl, struct ctl_session *s,
 		perfetto__protos__detach_request__unpack(NULL, m->len, m->bytes);
 	bool ok = r && s && r->key && r->key[0];
 
+	/* Keys are per uid, as at Attach. */
 	for (struct ctl_session *o = ctl->sessions; ok && o; o = o->next)
-		ok = !(o->detach_key && !strcmp(o->detach_key, r->key));
+		ok = !(o->detach_key && o->uid == s->uid &&
+		       !strcmp(o->detach_key, r->key));
 	if (ok && !(s->detach_key = strdup(r->key)))
 		ok = false;
 	if (ok) {
-		/* The consumer no longer waits for the end of the trace. */
-		if (s->has_enable_reply)
-			ipc_reply_reject(&s->enable_reply);
+		/* The consumer no longer waits for the end of the trace. Its
+		 * EnableTracing reply is dropped, not rejected: the perfetto
+		 * CLI calls Detach right after EnableTracing and reads a
+		 * rejection that arrives before the DetachResponse as "lost
+		 * the service" (exit 1, the session left behind). */
 		s->has_enable_reply = false;
 		s->conn_id = 0;
 		ctl_reply_empty(&m->reply,
