@@ -116,6 +116,7 @@ static void ctl_producer_free(struct ctl_producer *p)
 		close(p->smb_fd);
 	free(p->ds);
 	free(p->name);
+	free(p->sdk_version);
 	free(p);
 }
 
@@ -276,6 +277,8 @@ static void ctl_on_init(struct ctl *ctl, struct ctl_msg *m)
 	p->cred = m->cred;
 	p->name = m->name;
 	m->name = NULL;
+	p->sdk_version = (char *)m->bytes;
+	m->bytes = NULL;
 	p->size_hint = m->u32a;
 	p->page_hint = m->u32b;
 	p->smb_fd = -1;

@@ -35,6 +35,7 @@ struct ctl_producer {
 	uint64_t conn_id;	/* connection id on that lane */
 	struct ipc_peer_cred cred; /* SO_PEERCRED */
 	char *name;		/* producer_name */
+	char *sdk_version;	/* sdk_version it gave, or NULL */
 	uint32_t size_hint;	/* shared_memory_size_hint_bytes */
 	uint32_t page_hint;	/* shared_memory_page_size_hint_bytes */
 	bool have_smb;		/* the lane has (or is being sent) an SMB */

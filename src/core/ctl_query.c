@@ -231,6 +231,7 @@ static int qss_producers(struct ctl *ctl, struct qss_out *o, uint8_t *tmp)
 		e.uid = (int32_t)v[i]->cred.uid;
 		e.has_pid = v[i]->cred.pid > 0;
 		e.pid = v[i]->cred.pid;
+		e.sdk_version = v[i]->sdk_version;
 		len = protobuf_c_message_get_packed_size(&e.base);
 		if (len >= QSS_CHUNK_LIMIT)
 			continue; /* a name can't be that long (frame limit) */

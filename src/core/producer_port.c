@@ -251,6 +251,11 @@ static void pp_initialize(struct ipc_request *req, const ProtobufCMessage *a,
 		m->conn_id = ipc_conn_id(p->conn);
 		m->cred = p->cred;
 		m->name = strdup(r->producer_name ? r->producer_name : "");
+		if (r->sdk_version && r->sdk_version[0]) {
+			/* Shown by QueryServiceState; bounded by the frame. */
+			m->bytes = (uint8_t *)strdup(r->sdk_version);
+			m->len = m->bytes ? strlen(r->sdk_version) : 0;
+		}
 		m->u32a = r->shared_memory_size_hint_bytes;
 		m->u32b = r->shared_memory_page_size_hint_bytes;
 		m->i32 = p->shm ? (int)p->shm->smb.page_size : 0;

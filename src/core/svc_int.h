@@ -157,7 +157,8 @@ struct ctl_msg {
 	int fd;				/* fd that came with the call, or -1 */
 	uint64_t u64;			/* instance id, flush id, scrape token */
 	char *name;			/* producer / data source name */
-	uint8_t *bytes;			/* packed request or descriptor */
+	uint8_t *bytes;			/* packed request or descriptor; INIT:
+					 * sdk_version (NUL-terminated) or NULL */
 	size_t len;			/* bytes used in bytes */
 	uint32_t u32a, u32b;		/* INIT: size and page hints */
 	int i32;			/* INIT: scraping mode; adopted SMB page size */

@@ -65,6 +65,7 @@ static void test_qss_contents(void **state)
 	assert_true(st->producers[0]->id > 0);
 	assert_int_equal(st->producers[0]->uid, (int32_t)getuid());
 	assert_int_equal(st->producers[0]->pid, (int32_t)getpid());
+	assert_string_equal(st->producers[0]->sdk_version, PROD_SDK_VERSION);
 	pid = st->producers[0]->id;
 	ds = find_ds(st, "ds_q");
 	assert_non_null(ds);

@@ -401,6 +401,7 @@ void prod_open(struct env *e, struct prod *p, const char *name)
 				       &p->port, CALL_MS),
 			 0);
 	init.producer_name = (char *)name;
+	init.sdk_version = (char *)PROD_SDK_VERSION;
 	init.has_shared_memory_size_hint_bytes = true;
 	init.shared_memory_size_hint_bytes = 65536;
 	assert_int_equal(ipc_sync_call(p->sync, p->port, "InitializeConnection",

@@ -129,6 +129,9 @@ int num_sessions(struct cons *c);
 /* Exactly one session exists, visible, in `state`. */
 void assert_one_session(struct cons *c, const char *state);
 
+/* The sdk_version prod_open() gives (QueryServiceState echoes it). */
+#define PROD_SDK_VERSION "svc-test-producer 1.0"
+/* Connects a producer named `name`, initialized, async stream open. */
 void prod_open(struct env *e, struct prod *p, const char *name);
 void prod_close(struct prod *p);
 /* Sync: every earlier message of this producer reached the control plane. */
