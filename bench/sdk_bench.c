@@ -463,8 +463,11 @@ int main(int argc, char **argv)
 	if (g_drain_us)
 		snprintf(name + strlen(name), sizeof(name) - strlen(name), "_drain%u",
 			 g_drain_us);
-	if (samples < 1000)
-		samples = 1000;
+	/* Per-event samples come one burst at a time, with a timed burst and
+	 * a burst of groups after each: fewer than two bursts' worth would
+	 * leave those empty (a mean of 0/0, a median of nothing). */
+	if (samples < 2u * BENCH_BURST + 1u)
+		samples = 2u * BENCH_BURST + 1u;
 	all = malloc(sizeof(*all) * samples * BENCH_MAX_THREADS);
 	tmp = malloc(sizeof(*tmp) * samples * BENCH_MAX_THREADS);
 	gall = malloc(sizeof(*gall) * (samples / BENCH_GROUP) * BENCH_MAX_THREADS);
