@@ -307,7 +307,9 @@ int svc_start(const struct svc_opts *opts, struct svc **out)
 	if (!svc->opts.control)
 		svc->opts.control = SVC_DEFAULT_CONTROL;
 	svc->uid = getuid();
-	atomic_init(&svc->pid_next, 1);
+	/* svc_pid_alloc maps counter n to id n % max + 1: the first producer
+	 * is 1, as in the reference. */
+	atomic_init(&svc->pid_next, 0);
 	if (!svc->opts.producer_socket || !svc->opts.consumer_socket) {
 		svc_free(svc);
 		return -ENOMEM;

@@ -62,7 +62,7 @@ static void test_qss_contents(void **state)
 	assert_string_equal(st->tracing_service_version, VERSION);
 	assert_int_equal(st->n_producers, 1);
 	assert_string_equal(st->producers[0]->name, "prod_q");
-	assert_true(st->producers[0]->id > 0);
+	assert_int_equal(st->producers[0]->id, 1); /* first of this service */
 	assert_int_equal(st->producers[0]->uid, (int32_t)getuid());
 	assert_int_equal(st->producers[0]->pid, (int32_t)getpid());
 	assert_string_equal(st->producers[0]->sdk_version, PROD_SDK_VERSION);
