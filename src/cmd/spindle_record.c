@@ -63,6 +63,11 @@ static void cli_rec_stop(struct cli_rec *r)
 {
 	Perfetto__Protos__FlushRequest req = PERFETTO__PROTOS__FLUSH_REQUEST__INIT;
 
+	/* FlushFlags (constants.md §7): reason "trace stop", initiator
+	 * "perfetto CLI", as that CLI sends: the service then records the
+	 * final flush's outcome in the trace stats. */
+	req.has_flags = true;
+	req.flags = 2u | 2u << 4;
 	r->stopping = true;
 	if (cli_invoke(r->c, "Flush", &req.base, -1, &r->flush)) {
 		r->flush.done = true;

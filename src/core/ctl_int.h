@@ -87,6 +87,11 @@ typedef void (*ctl_flush_done_fn)(struct ctl *ctl, struct ctl_session *s,
 				  int outcome, void *arg);
 
 /* A flush the session waits for. */
+/* FlushFlags' reason (constants.md §7, bits 0-3) and the one that marks a
+ * final flush. */
+#define CTL_FLUSH_REASON_MASK 0xFu
+#define CTL_FLUSH_REASON_TRACE_STOP 2u
+
 struct ctl_flush {
 	uint64_t id;		/* FlushRequestID */
 	uint16_t *waiting;	/* producers not yet acked */
@@ -97,6 +102,7 @@ struct ctl_flush {
 	bool then_disable;	/* the duration expired: disable when done */
 	struct ctl_session *session; /* the session it belongs to */
 	bool ok;		/* every producer acked in time */
+	uint64_t flags;		/* FlushFlags it was sent with (constants.md §7) */
 	uint64_t scrape_token;	/* token of its scrapes */
 	unsigned scrapes_pending; /* lane scrapes not yet done */
 	ctl_flush_done_fn done;	/* called when it ends, or NULL */
@@ -152,7 +158,8 @@ struct ctl_session {
 	uint64_t scrape_token;	/* token of those scrapes */
 	uint64_t flushes_requested, flushes_succeeded, flushes_failed;
 	uint32_t final_flush_outcome; /* TraceStats field 15: 0 unset, 1 ok,
-				 * 2 failed (a clone whose flush failed) */
+				 * 2 failed: the last flush with reason "trace
+				 * stop" (or a clone's flush that failed) */
 	struct ctl_session *next; /* list */
 };
 

@@ -576,6 +576,10 @@ static void ctl_flush_finish(struct ctl *ctl, struct ctl_session *s,
 		s->flushes_succeeded++;
 	else
 		s->flushes_failed++;
+	/* The final flush (reason "trace stop": the duration's, the perfetto
+	 * CLI's before DisableTracing) sets the outcome, as in traced. */
+	if ((f->flags & CTL_FLUSH_REASON_MASK) == CTL_FLUSH_REASON_TRACE_STOP)
+		s->final_flush_outcome = f->ok ? 1 : 2;
 	svc_pkts_record_event(&s->pkts, SVC_EV_ALL_DATA_SOURCES_FLUSHED, 0);
 	if (f->done)
 		f->done(ctl, s, f->ok ? 1 : 0, f->done_arg);
@@ -686,6 +690,7 @@ static void ctl_flush_ex(struct ctl *ctl, struct ctl_session *s,
 	f->id = ctl->next_flush_id++;
 	f->session = s;
 	f->then_disable = then_disable;
+	f->flags = flags;
 	f->done = done;
 	f->done_arg = done_arg;
 	if (reply) {
@@ -784,7 +789,7 @@ static void ctl_duration_expired(struct ipc_loop *loop, void *arg)
 		return;
 	/* Flush first, then disable (what the perfetto CLI and the
 	 * reference service do at the end of a timed trace). */
-	ctl_flush(s->ctl, s, 0, 2 /* reason: trace stop */ | (1 << 4), NULL,
+	ctl_flush(s->ctl, s, 0, CTL_FLUSH_REASON_TRACE_STOP | (1 << 4), NULL,
 		  true);
 }
 

@@ -1183,6 +1183,19 @@ static void test_get_trace_stats(void **state)
 	assert_int_equal(ts->flushes_requested, 1);
 	assert_int_equal(ts->flushes_succeeded, 1);
 	assert_int_equal(ts->flushes_failed, 0);
+	/* Only a flush with reason "trace stop" is the final one. */
+	assert_false(ts->has_final_flush_outcome);
+	perfetto__protos__get_trace_stats_response__free_unpacked(gr, NULL);
+	/* The perfetto CLI's before DisableTracing: reason 2, initiator 2. */
+	assert_int_equal(flush_flags(&c, 1000, 2 | 2 << 4), 0);
+	assert_int_equal(call0(&c, "GetTraceStats",
+			       &perfetto__protos__get_trace_stats_request__descriptor,
+			       (ProtobufCMessage **)&gr),
+			 0);
+	assert_int_equal(gr->trace_stats->flushes_succeeded, 2);
+	assert_true(gr->trace_stats->has_final_flush_outcome);
+	assert_int_equal(gr->trace_stats->final_flush_outcome,
+			 PERFETTO__PROTOS__TRACE_STATS__FINAL_FLUSH_OUTCOME__FINAL_FLUSH_SUCCEEDED);
 	perfetto__protos__get_trace_stats_response__free_unpacked(gr, NULL);
 	assert_int_equal(free_buffers(&c), 0);
 	cons_close(&c);

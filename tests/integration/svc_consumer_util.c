@@ -260,10 +260,17 @@ int start_tracing(struct cons *c)
 
 int flush(struct cons *c, uint32_t timeout_ms)
 {
+	return flush_flags(c, timeout_ms, 0);
+}
+
+int flush_flags(struct cons *c, uint32_t timeout_ms, uint64_t flags)
+{
 	Perfetto__Protos__FlushRequest req = PERFETTO__PROTOS__FLUSH_REQUEST__INIT;
 
 	req.has_timeout_ms = true;
 	req.timeout_ms = timeout_ms;
+	req.has_flags = flags != 0;
+	req.flags = flags;
 	return ipc_sync_call(c->sync, c->port, "Flush", &req.base, -1, NULL,
 			     NULL, CALL_MS);
 }

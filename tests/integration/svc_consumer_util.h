@@ -119,6 +119,8 @@ int disable(struct cons *c);
 int free_buffers(struct cons *c);
 int start_tracing(struct cons *c);
 int flush(struct cons *c, uint32_t timeout_ms);
+/* Flush with FlushFlags (constants.md §7). */
+int flush_flags(struct cons *c, uint32_t timeout_ms, uint64_t flags);
 
 /* QueryServiceState, chunks merged into one state (free with qss_free);
  * acc (if not NULL) receives the chunk statistics. */
