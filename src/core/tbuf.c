@@ -362,7 +362,8 @@ static bool tb_seg_walk(struct svc_tbuf *b, uint32_t seg,
 			if (!ctr)
 				return true;
 			tb_count(ctr, TB_C_CHUNKS_OVERWRITTEN, 1);
-			tb_count(ctr, TB_C_BYTES_OVERWRITTEN, r->rec_len);
+			tb_count(ctr, TB_C_BYTES_OVERWRITTEN,
+				 tb_stat_len(r->payload_len));
 		}
 		off += r->rec_len;
 	}

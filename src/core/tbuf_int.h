@@ -74,7 +74,7 @@ struct tb_seg {
 	 * or one it has pinned), zeroed by the recycler while it holds the
 	 * segment exclusively; relaxed, published by the state word. */
 	_Atomic uint32_t pending;	/* records with fragments, not DEAD */
-	_Atomic uint32_t pending_bytes;	/* their rec_len sum */
+	_Atomic uint32_t pending_bytes;	/* their tb_stat_len sum */
 	_Atomic uint32_t touched;	/* 1 once some record's read_state was
 				 * raised (reader, or a relocation carrying
 				 * progress): then recyclers walk the records */
@@ -263,7 +263,6 @@ struct tb_rseq {
 struct tb_hold {
 	uint32_t seg;		/* segment index */
 	uint32_t idx;		/* cref index in the sequence */
-	uint32_t rec_len;	/* record bytes */
 	bool whole;		/* the piece is the chunk's only fragment and the
 				 * chunk is complete: consumed whole */
 };
@@ -374,6 +373,22 @@ static inline void tb_seg_touch(struct svc_tbuf *b, const struct tb_rec *r)
 		atomic_store_explicit(&s->touched, 1, memory_order_relaxed);
 }
 
+static inline uint32_t tb_align16(uint32_t v)
+{
+	return (v + 15u) & ~15u;
+}
+
+/* Bytes a chunk of payload_len counts for in the byte stats (written,
+ * read, overwritten): what the reference stores per chunk, a 16-byte
+ * record header and the payload rounded up to 16 (trace-buffer.md §1,
+ * consumer-port.md TraceStats.BufferStats), not our 48-byte header, so
+ * that the figures match traced's for the same chunks. */
+#define TB_STAT_REC_HDR 16u
+static inline uint32_t tb_stat_len(uint32_t payload_len)
+{
+	return tb_align16(TB_STAT_REC_HDR + payload_len);
+}
+
 /*
  * Owner lane: record r (rec_len bytes) starts (+1) or stops (-1) counting
  * as pending in its segment (see struct tb_seg).
@@ -389,7 +404,8 @@ static inline void tb_seg_pending(struct svc_tbuf *b, const struct tb_rec *r,
 	atomic_store_explicit(&s->pending, n + (uint32_t)d,
 			      memory_order_relaxed);
 	atomic_store_explicit(&s->pending_bytes,
-			      d > 0 ? by + r->rec_len : by - r->rec_len,
+			      d > 0 ? by + tb_stat_len(r->payload_len) :
+				      by - tb_stat_len(r->payload_len),
 			      memory_order_relaxed);
 }
 
@@ -398,11 +414,6 @@ static inline struct tb_rec *tb_rec_at(struct svc_tbuf *b, uint32_t seg,
 				       uint32_t off)
 {
 	return (struct tb_rec *)(b->segs[seg].data + off);
-}
-
-static inline uint32_t tb_align16(uint32_t v)
-{
-	return (v + 15u) & ~15u;
 }
 
 /* true when chunk id a comes after b (modular, trace-buffer.md §2.1). */

@@ -639,7 +639,7 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 		tb_seg_pending(b, r, 1);
 	tb_lane_publish(b, l, rec_len);
 	tb_count(&l->ctr, TB_C_CHUNKS_WRITTEN, 1);
-	tb_count(&l->ctr, TB_C_BYTES_WRITTEN, rec_len);
+	tb_count(&l->ctr, TB_C_BYTES_WRITTEN, tb_stat_len(c->len));
 	tb_index_set(b, l, seq, tb_chunk_key(c->producer_id, c->writer_id,
 					     c->chunk_id), &loc);
 	return SVC_TBUF_STORED;

@@ -642,7 +642,7 @@ static int tb_ra_piece(struct svc_tbuf *b, struct tb_rseq *s, uint32_t idx,
 	}
 	if (tb_out_reserve(out, size) < 0 ||
 	    tb_holds_push(&b->rd, &(struct tb_hold){
-		    .seg = c->seg, .idx = idx, .rec_len = r->rec_len,
+		    .seg = c->seg, .idx = idx,
 		    .whole = nf == 1 && (m & TB_M_COMPLETE) }) < 0) {
 		rc = -ENOMEM;
 		goto out;
@@ -712,7 +712,8 @@ static int tb_reassemble(struct svc_tbuf *b, struct tb_rseq *s,
 					continue;
 				c->done = true;
 				tb_count(&b->rd.ctr, TB_C_CHUNKS_READ, 1);
-				tb_count(&b->rd.ctr, TB_C_BYTES_READ, h->rec_len);
+				tb_count(&b->rd.ctr, TB_C_BYTES_READ,
+					 tb_stat_len(r->payload_len));
 				tb_hist_add(s, c->used_bytes);
 			}
 		}
@@ -915,7 +916,8 @@ static int tb_read_seq(struct svc_tbuf *b, struct tb_rseq *s,
 		total += n;
 		if ((m & TB_M_COMPLETE) && c->frags_done >= tb_m_nfrags(m)) {
 			tb_count(&b->rd.ctr, TB_C_CHUNKS_READ, 1);
-			tb_count(&b->rd.ctr, TB_C_BYTES_READ, r->rec_len);
+			tb_count(&b->rd.ctr, TB_C_BYTES_READ,
+				 tb_stat_len(r->payload_len));
 			tb_hist_add(s, c->used_bytes);
 			tb_release(b, c, r);
 			tb_pop(s, true);
