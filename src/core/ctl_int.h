@@ -86,12 +86,12 @@ struct ctl_session;
 typedef void (*ctl_flush_done_fn)(struct ctl *ctl, struct ctl_session *s,
 				  int outcome, void *arg);
 
-/* A flush the session waits for. */
 /* FlushFlags' reason (constants.md §7, bits 0-3) and the one that marks a
  * final flush. */
 #define CTL_FLUSH_REASON_MASK 0xFu
 #define CTL_FLUSH_REASON_TRACE_STOP 2u
 
+/* A flush the session waits for. */
 struct ctl_flush {
 	uint64_t id;		/* FlushRequestID */
 	uint16_t *waiting;	/* producers not yet acked */
