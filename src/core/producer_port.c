@@ -446,6 +446,27 @@ static void pp_store_prefix(struct svc_producer *p, struct svc_tbuf *tb,
 	svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
 }
 
+/* Buffers one CommitData stored deferred records in (svc_tbuf_chunk.defer):
+ * pp_commit() publishes them once at its end. A request naming more
+ * buffers than this stores the rest undeferred. */
+#define PP_DEFER_MAX 4u
+struct pp_defer {
+	struct svc_tbuf *tb[PP_DEFER_MAX]; /* buffers with deferred records */
+	unsigned n;			   /* entries used */
+};
+
+/* Whether chunks for tb may be deferred in this request (adds tb). */
+static bool pp_defer_add(struct pp_defer *d, struct svc_tbuf *tb)
+{
+	for (unsigned i = 0; i < d->n; i++)
+		if (d->tb[i] == tb)
+			return true;
+	if (d->n == PP_DEFER_MAX)
+		return false;
+	d->tb[d->n++] = tb;
+	return true;
+}
+
 /* A chunk of a CommitData on its way from the SMB into its buffer. */
 struct pp_chunk {
 	const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv; /* entry */
@@ -494,7 +515,7 @@ static void pp_copy_out(struct svc_producer *p, struct pp_chunk *c,
 /* Stores checked copy c in its buffer (§5.2 checks), or cuts p off when
  * the chunk broke the ABI. */
 static void pp_store(struct svc *svc, struct svc_producer *p,
-		     const struct pp_chunk *c)
+		     const struct pp_chunk *c, struct pp_defer *d)
 {
 	const struct smb_chunk_info *info = &c->info;
 	struct svc_tbuf *tb = pp_allowed(p, c->mv->target_buffer);
@@ -527,18 +548,19 @@ static void pp_store(struct svc *svc, struct svc_producer *p,
 		.complete = true,
 		.payload = c->cp.payload,
 		.len = info->size - SPN_SMB_CHUNK_HEADER_SIZE,
+		.defer = pp_defer_add(d, tb),
 	};
 	svc_tbuf_lane_commit(tb, p->lane->idx, &tc);
 }
 
 /* Checks copied chunk c alone (when copy-out worked) and stores it. */
 static void pp_check_store(struct svc *svc, struct svc_producer *p,
-			   struct pp_chunk *c)
+			   struct pp_chunk *c, struct pp_defer *d)
 {
 	if (c->cp.rc == 0)
 		c->cp.rc = smb_chunk_check(c->cp.hdr, c->cp.payload, c->cp.len,
 					   &c->info);
-	pp_store(svc, p, c);
+	pp_store(svc, p, c, d);
 }
 
 /*
@@ -553,7 +575,8 @@ static void pp_check_store(struct svc *svc, struct svc_producer *p,
  */
 static void pp_move(struct svc *svc, struct svc_producer *p,
 		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv0,
-		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv1)
+		    const Perfetto__Protos__CommitDataRequest__ChunksToMove *mv1,
+		    struct pp_defer *d)
 {
 	struct pp_chunk c[2] = { { .mv = mv0 }, { .mv = mv1 } };
 	bool took0 = pp_take(svc, p, &c[0]);
@@ -565,17 +588,17 @@ static void pp_move(struct svc *svc, struct svc_producer *p,
 		pp_copy_out(p, &c[1], p->lane->scratch + SVC_CHUNK_SCRATCH);
 	if (took0 && took1 && c[0].cp.rc == 0 && c[1].cp.rc == 0) {
 		smb_chunk_check_two(&c[0].cp, &c[1].cp);
-		pp_store(svc, p, &c[0]);
+		pp_store(svc, p, &c[0], d);
 		if (!p->cut_off)
-			pp_store(svc, p, &c[1]);
+			pp_store(svc, p, &c[1], d);
 		return;
 	}
 	if (took0)
-		pp_check_store(svc, p, &c[0]);
+		pp_check_store(svc, p, &c[0], d);
 	/* Entries after an ABI violation are not stored (the producer is
 	 * being disconnected); a chunk taken already was freed. */
 	if (took1 && !p->cut_off)
-		pp_check_store(svc, p, &c[1]);
+		pp_check_store(svc, p, &c[1], d);
 }
 
 /* Applies one ChunkToPatch entry (§5.1 step 3). */
@@ -622,6 +645,7 @@ static void pp_commit(struct ipc_request *req, const ProtobufCMessage *a,
 {
 	const Perfetto__Protos__CommitDataRequest *r = (const void *)a;
 	struct svc_producer *p = pp_get(req);
+	struct pp_defer d = { .n = 0 };
 	struct svc *svc = ctx;
 
 	if (!p || !p->shm || p->cut_off) {
@@ -632,9 +656,13 @@ static void pp_commit(struct ipc_request *req, const ProtobufCMessage *a,
 	for (size_t i = 0; i < r->n_chunks_to_move && !p->cut_off; i += 2)
 		pp_move(svc, p, r->chunks_to_move[i],
 			i + 1 < r->n_chunks_to_move ? r->chunks_to_move[i + 1] :
-						      NULL);
+						      NULL, &d);
 	for (size_t i = 0; i < r->n_chunks_to_patch; i++)
 		pp_patch(svc, p, r->chunks_to_patch[i]);
+	/* The moved chunks become readable here, before the flush ack can
+	 * tell the control plane that they are in. */
+	for (unsigned i = 0; i < d.n; i++)
+		svc_tbuf_lane_publish(d.tb[i], p->lane->idx);
 	if (r->has_flush_request_id && r->flush_request_id) {
 		struct ctl_msg *m = ctl_msg_new(CTL_P_FLUSH_ACK);
 

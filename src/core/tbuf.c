@@ -7,7 +7,11 @@
 // appends records (48-byte header + chunk payload, 16-aligned) to its own
 // current segment with plain stores and publishes each one with a release
 // store of seg->used: a commit takes no lock and touches no line another
-// lane writes. Each lane keeps its own index (tbuf_lane.c) of where its
+// lane writes. A CommitData's chunks are published together at its end
+// (svc_tbuf_chunk.defer, svc_tbuf_lane_publish): their payloads go in with
+// streaming stores, which need a store fence before the publication, and
+// one fence per request instead of one per 4 KiB chunk moves a lane's
+// commits ~60% faster (tbuf_bench). Each lane keeps its own index (tbuf_lane.c) of where its
 // chunks are, for re-commits and patches.
 //
 // Which segment comes next, and eviction order. DESIGN.md §2 puts full

@@ -222,6 +222,9 @@ struct tb_lane {
 	uint8_t *stage;		/* svc_tbuf_lane_stage()'s room (payload of a
 				 * record reserved at the cursor), NULL none */
 	uint32_t stage_len;	/* its payload bytes */
+	bool unpublished;	/* records past seg->used wait for
+				 * tb_lane_publish_now() (deferred commits) */
+	bool nt_pending;	/* streaming stores not yet fenced */
 	struct tb_counters ctr;	/* this lane's counters */
 } __attribute__((aligned(TB_CACHELINE)));
 

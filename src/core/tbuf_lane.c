@@ -337,6 +337,49 @@ static struct tb_rec *tb_index_find(struct svc_tbuf *b, struct tb_lane *l,
 }
 
 /*
+ * Publishes every record appended to the current segment so far. A
+ * release store alone does not order streaming (non-temporal) stores on
+ * x86, so those get their sfence first.
+ */
+static void tb_lane_publish_now(struct svc_tbuf *b, struct tb_lane *l)
+{
+#ifdef __SSE2__
+	/* Orders the payloads' streaming stores (tb_payload_copy) before
+	 * the release store of used below. */
+	if (l->nt_pending)
+		_mm_sfence();
+#endif
+	l->nt_pending = false;
+	l->unpublished = false;
+	/* Release: the records' bytes happen before a reader's acquire
+	 * load of used. */
+	atomic_store_explicit(&b->segs[l->cur].used, l->cur_used,
+			      memory_order_release);
+	/* Release: pairs with the reader's acquire load at the start of a
+	 * pass; every record up to this one is then in its scan. (The
+	 * record just published carries the newest serial.) */
+	atomic_store_explicit(&l->published, l->serial, memory_order_release);
+}
+
+/* Publishes the record just written at the lane's cursor (and any
+ * deferred one before it). */
+static void tb_lane_publish(struct svc_tbuf *b, struct tb_lane *l,
+			    uint32_t rec_len)
+{
+	l->cur_used += rec_len;
+	tb_lane_publish_now(b, l);
+}
+
+/* Publishes deferred records first: before the lane seals their segment,
+ * rewrites or stages anything, so every other path sees them as it saw
+ * records before deferral existed. */
+static void tb_lane_settle(struct svc_tbuf *b, struct tb_lane *l)
+{
+	if (l->unpublished)
+		tb_lane_publish_now(b, l);
+}
+
+/*
  * Reserves rec_len bytes in the lane's current segment, taking a new one
  * when it is full. Returns 0 and the location, or what tb_seg_claim()
  * returns.
@@ -347,8 +390,10 @@ static int tb_lane_reserve(struct svc_tbuf *b, struct tb_lane *l,
 	if (l->cur < 0 || b->seg_size - l->cur_used < rec_len) {
 		int rc;
 
-		if (l->cur >= 0)
+		if (l->cur >= 0) {
+			tb_lane_settle(b, l);
 			tb_seg_seal(b, l);
+		}
 		rc = tb_seg_claim(b, l);
 		if (rc < 0)
 			return rc;
@@ -357,21 +402,6 @@ static int tb_lane_reserve(struct svc_tbuf *b, struct tb_lane *l,
 	loc->gen = l->cur_gen;
 	loc->off = l->cur_used;
 	return 0;
-}
-
-/* Publishes the record just written at the lane's cursor. */
-static void tb_lane_publish(struct svc_tbuf *b, struct tb_lane *l,
-			    uint32_t rec_len)
-{
-	l->cur_used += rec_len;
-	/* Release: the record's bytes happen before a reader's acquire
-	 * load of used. */
-	atomic_store_explicit(&b->segs[l->cur].used, l->cur_used,
-			      memory_order_release);
-	/* Release: pairs with the reader's acquire load at the start of a
-	 * pass; every record up to this one is then in its scan. (The
-	 * record just published carries the newest serial.) */
-	atomic_store_explicit(&l->published, l->serial, memory_order_release);
 }
 
 /* Fills a record header (not yet published). */
@@ -568,13 +598,12 @@ out:
  * src) into the buffer at dst with streaming stores where the CPU has them:
  * the payload is written once here and read much later by a reader, so
  * filling the cache with it (and reading each destination line for
- * ownership first) would only cost. The caller publishes the record after
- * this returns; the sfence at the end orders the streaming stores before
- * that publication (tb_lane_publish's release store of used, which pairs
- * with the reader's acquire load), since a release store alone does not
- * order non-temporal stores on x86.
+ * ownership first) would only cost. Sets l->nt_pending: the publication
+ * that follows (tb_lane_publish_now) fences them first, since a release
+ * store alone does not order non-temporal stores on x86.
  */
-static void tb_payload_copy(uint8_t *dst, const uint8_t *src, uint32_t len)
+static void tb_payload_copy(struct tb_lane *l, uint8_t *dst, const uint8_t *src,
+			    uint32_t len)
 {
 #ifdef __SSE2__
 	/* Whole cache lines only: the first and last line of a record share
@@ -599,10 +628,9 @@ static void tb_payload_copy(uint8_t *dst, const uint8_t *src, uint32_t len)
 		_mm_stream_si128((__m128i *)(dst + i + 48), d);
 	}
 	memcpy(dst + i, src + i, len - i);
-	/* Orders the streaming stores before the record's publication (see
-	 * above). */
-	_mm_sfence();
+	l->nt_pending = true;
 #else
+	(void)l;
 	memcpy(dst, src, len);
 #endif
 }
@@ -632,12 +660,17 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 	/* A staged payload is already there (the reservation is the same:
 	 * nothing moved the cursor since svc_tbuf_lane_stage()). */
 	if ((const uint8_t *)(r + 1) != c->payload)
-		tb_payload_copy((uint8_t *)(r + 1), c->payload, c->len);
+		tb_payload_copy(l, (uint8_t *)(r + 1), c->payload, c->len);
 	tb_rec_init(l, r, c->producer_id, c->writer_id, c->chunk_id, c->uid,
 		    c->pid, c->len, meta, 0);
 	if (tb_m_nfrags(meta))
 		tb_seg_pending(b, r, 1);
-	tb_lane_publish(b, l, rec_len);
+	if (c->defer) {
+		l->cur_used += rec_len;
+		l->unpublished = true;
+	} else {
+		tb_lane_publish(b, l, rec_len);
+	}
 	tb_count(&l->ctr, TB_C_CHUNKS_WRITTEN, 1);
 	tb_count(&l->ctr, TB_C_BYTES_WRITTEN, tb_stat_len(c->len));
 	tb_index_set(b, l, seq, tb_chunk_key(c->producer_id, c->writer_id,
@@ -654,6 +687,7 @@ uint8_t *svc_tbuf_lane_stage(struct svc_tbuf *b, unsigned lane, uint32_t len)
 		return NULL;
 	l = &b->lanes[lane];
 	l->stage = NULL;
+	tb_lane_settle(b, l);
 	if (len > SVC_TBUF_MAX_PAYLOAD ||
 	    tb_align16(TB_REC_HDR + len) > b->seg_size ||
 	    (b->policy == SVC_TBUF_DISCARD &&
@@ -718,8 +752,10 @@ int svc_tbuf_lane_commit(struct svc_tbuf *b, unsigned lane,
 		struct tb_loc loc;
 		struct tb_rec *r = tb_index_find(b, l, key, &loc);
 
-		if (r)
+		if (r) {
+			tb_lane_settle(b, l);
 			return tb_recommit(b, l, r, &loc, c, nfrags, flags);
+		}
 		if (seq)
 			tb_count(&l->ctr, TB_C_OUT_OF_ORDER, 1);
 	}
@@ -751,6 +787,7 @@ int svc_tbuf_lane_patch(struct svc_tbuf *b, unsigned lane,
 		return -E2BIG;
 	l = &b->lanes[lane];
 	l->stage = NULL;	/* a relocation below may take its room */
+	tb_lane_settle(b, l);
 	r = tb_index_find(b, l, tb_chunk_key(producer_id, writer_id, chunk_id),
 			  &loc);
 	if (!r) {
@@ -791,4 +828,10 @@ int svc_tbuf_lane_patch(struct svc_tbuf *b, unsigned lane,
 	}
 	tb_count(&l->ctr, TB_C_PATCHES_OK, n);
 	return (int)n;
+}
+
+void svc_tbuf_lane_publish(struct svc_tbuf *b, unsigned lane)
+{
+	if (lane < b->nlanes)
+		tb_lane_settle(b, &b->lanes[lane]);
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Concurrency test of the trace buffers: two lane threads write sequences
 // (fragmented packets, patches after the continuation, scraped chunks
-// re-committed) into a small ring buffer while a reader thread drains it;
-// the buffer overwrites while being read. Checks order, content, loss
+// re-committed, commits deferred and published per round) into a small
+// ring buffer while a reader thread drains it; the buffer overwrites while
+// being read. Checks order, content, loss
 // marking and the stats balance. Also run under ThreadSanitizer.
 #include <errno.h>
 #include <pthread.h>
@@ -140,6 +141,9 @@ static void write_chunk(struct writer *w, unsigned lane, struct lane_res *res,
 			res->scrape_lost++;
 	}
 	ch.complete = true;
+	/* Deferred, as a CommitData stores its chunks: lane_main()
+	 * publishes after each round of its writers. */
+	ch.defer = true;
 	rc = svc_tbuf_lane_commit(B, lane, &ch);
 	if (rc == -ENOSPC)
 		res->lost++;
@@ -178,9 +182,11 @@ static void *lane_main(void *p)
 	struct lane_arg *a = p;
 	uint64_t end = now_ns() + RUN_NS;
 
-	while (now_ns() < end)
+	while (now_ns() < end) {
 		for (int i = 0; i < WRITERS_PER_LANE; i++)
 			write_chunk(&a->w[i], a->lane, &a->res, false);
+		svc_tbuf_lane_publish(B, a->lane);
+	}
 	/* Finish the packets in progress and send the last patches. */
 	for (int i = 0; i < WRITERS_PER_LANE; i++) {
 		struct writer *w = &a->w[i];
@@ -188,6 +194,7 @@ static void *lane_main(void *p)
 		while (w->pkt_len || w->patch_due)
 			write_chunk(w, a->lane, &a->res, true);
 	}
+	svc_tbuf_lane_publish(B, a->lane);
 	atomic_fetch_sub(&writers_running, 1);
 	return NULL;
 }

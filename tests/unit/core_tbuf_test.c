@@ -125,6 +125,22 @@ static int put1(unsigned lane, uint16_t p, uint16_t w, uint32_t id,
 	return tcommit(B, lane, p, w, id, &CB, 0, true);
 }
 
+/* put1() with svc_tbuf_chunk.defer: the record may stay unpublished. */
+static int put1_deferred(uint16_t p, uint16_t w, uint32_t id, uint32_t filler)
+{
+	struct svc_tbuf_chunk ch = {
+		.producer_id = p, .writer_id = w, .chunk_id = id,
+		.uid = 1000u + p, .pid = 4000 + p, .complete = true,
+		.defer = true,
+	};
+
+	build_packets(w, id, 1, filler);
+	ch.nfrags = CB.nfrags;
+	ch.payload = CB.buf;
+	ch.len = CB.len;
+	return svc_tbuf_lane_commit(B, 0, &ch);
+}
+
 static void test_create_args(void **state)
 {
 	struct svc_tbuf *b;
@@ -587,6 +603,67 @@ static void test_patches(void **state)
 	assert_int_equal(stats().patches_succeeded, 1);
 	assert_int_equal(stats().patches_failed, 0);
 	assert_int_equal(stats().readaheads_succeeded, 1);
+}
+
+/*
+ * Deferred commits (svc_tbuf_chunk.defer, as a CommitData stores its
+ * chunks): readers see nothing of them until svc_tbuf_lane_publish(), or
+ * until the lane publishes anything else: a plain commit, a patch, a stage,
+ * or sealing the segment they are in. Then every one reads back whole.
+ */
+static void test_deferred_publish(void **state)
+{
+	uint32_t per_seg, id = 0, n;
+	int got;
+
+	(void)state;
+	setup_buf(1 << 20, SVC_TBUF_RING, 1);
+	/* Publish. */
+	assert_int_equal(put1_deferred(1, 1, id++, 100), SVC_TBUF_STORED);
+	assert_int_equal(put1_deferred(1, 1, id++, 100), SVC_TBUF_STORED);
+	assert_int_equal(stats().chunks_written, 2);
+	assert_int_equal(read_all(), 0);
+	svc_tbuf_lane_publish(B, 0);
+	assert_int_equal(read_all(), 2);
+	assert_int_equal(PK[0].counter, 0);
+	assert_int_equal(PK[1].counter, 1);
+	assert_true(PK[1].filler_ok);
+	svc_tbuf_lane_publish(B, 0);	/* nothing waits: nothing happens */
+	assert_int_equal(read_all(), 0);
+	/* A plain commit publishes the deferred ones before it. */
+	assert_int_equal(put1_deferred(1, 1, id++, 100), SVC_TBUF_STORED);
+	assert_int_equal(put1(0, 1, 1, id++, 100), SVC_TBUF_STORED);
+	assert_int_equal(read_all(), 2);
+	assert_int_equal(PK[0].counter, 2);
+	assert_int_equal(PK[1].counter, 3);
+	/* So do a patch (even one that finds nothing) and a stage. */
+	assert_int_equal(put1_deferred(1, 1, id++, 100), SVC_TBUF_STORED);
+	assert_int_equal(svc_tbuf_lane_patch(B, 0, 1, 9, 0, NULL, 0, false),
+			 -ENOENT);
+	assert_int_equal(read_all(), 1);
+	assert_int_equal(PK[0].counter, 4);
+	assert_int_equal(put1_deferred(1, 1, id++, 100), SVC_TBUF_STORED);
+	assert_non_null(svc_tbuf_lane_stage(B, 0, 100));
+	assert_int_equal(read_all(), 1);
+	assert_int_equal(PK[0].counter, 5);
+	/* Sealing a segment publishes what it holds: of 2.5 segments' worth
+	 * of deferred chunks, the first two segments read back before the
+	 * publish, the rest after, all in order. */
+	per_seg = svc_tbuf_segment_size(B) / 4096u;
+	n = per_seg * 5 / 2;
+	for (uint32_t i = 0; i < n; i++)
+		assert_int_equal(put1_deferred(1, 1, id + i, 4000), SVC_TBUF_STORED);
+	got = read_all();
+	assert_true(got >= (int)(2 * per_seg - 2) && got < (int)n);
+	for (int i = 0; i < got; i++)
+		assert_int_equal(PK[i].counter, id + (uint32_t)i);
+	svc_tbuf_lane_publish(B, 0);
+	assert_int_equal(read_all(), (int)n - got);
+	for (int i = 0; i < (int)n - got; i++) {
+		assert_int_equal(PK[i].counter, id + (uint32_t)got + (uint32_t)i);
+		assert_true(PK[i].filler_ok);
+	}
+	assert_int_equal(stats().chunks_overwritten + stats().abi_violations, 0);
 }
 
 /* §3: an out-of-range patch fails the batch; earlier ones stay. */
@@ -1640,6 +1717,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_malformed, teardown),
 		cmocka_unit_test_teardown(test_drop_marker, teardown),
 		cmocka_unit_test_teardown(test_patches, teardown),
+		cmocka_unit_test_teardown(test_deferred_publish, teardown),
 		cmocka_unit_test_teardown(test_patch_out_of_range, teardown),
 		cmocka_unit_test_teardown(test_patch_not_found, teardown),
 		cmocka_unit_test_teardown(test_recommit_scraped, teardown),
