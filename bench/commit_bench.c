@@ -29,10 +29,11 @@
 // (--rate caps each producer, to see whether a service with CPU to spare
 // still lets an SMB fill up; --prebuilt makes each producer copy the
 // payload of its first chunk into every later one instead of encoding
-// ~19 packets per chunk again, so one producer outruns a lane and the
-// lane, not its producers, sets MB/s: the lane's own limit on a machine
-// with too few cores to give producers their own. The service still
-// takes, copies, validates and stores every chunk; the JSON then goes to
+// ~19 packets per chunk again: the fastest producer there can be, to load
+// a lane as far as one core of producers can. Where even that leaves the
+// lane idle part of the time (svc CPU under 100%), MB/s is the producer's
+// limit and the lane capacity is the lane's. The service still takes,
+// copies, validates and stores every chunk; the JSON then goes to
 // bench/results/commit_bench_prebuilt.json.)
 #include <dirent.h>
 #include <errno.h>
