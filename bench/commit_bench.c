@@ -522,11 +522,13 @@ int main(int argc, char **argv)
 		/* memcpy right before and right after each run: this host's
 		 * memory speed drifts over seconds, and a ratio of figures
 		 * taken apart would carry that drift. The run's ratios use
-		 * the mean of the two. */
-		double mc_before = memcpy_mbps(4096);
+		 * the mean of the two; `mc` holds the last figure taken (at
+		 * the start, or after the previous run), which is "before". */
+		double mc_before = mc;
 		struct result r = run(lanes, nprod, secs);
 
-		r.memcpy_mbps = (mc_before + memcpy_mbps(4096)) / 2;
+		mc = memcpy_mbps(4096);
+		r.memcpy_mbps = (mc_before + mc) / 2;
 		res[lanes - 1] = r;
 		printf("%-6u %10.1f %12.0f %9.1f%% %14.3f %7.0f%% %10.1f %8llu "
 		       "%9.1f%% %6llu\n",
