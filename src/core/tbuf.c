@@ -11,8 +11,8 @@
 // (svc_tbuf_chunk.defer, svc_tbuf_lane_publish): their payloads go in with
 // streaming stores, which need a store fence before the publication, and
 // one fence per request instead of one per 4 KiB chunk moves a lane's
-// commits ~60% faster (tbuf_bench). Each lane keeps its own index (tbuf_lane.c) of where its
-// chunks are, for re-commits and patches.
+// commits ~60% faster (tbuf_bench). Each lane keeps its own index
+// (tbuf_lane.c) of where its chunks are, for re-commits and patches.
 //
 // Which segment comes next, and eviction order. DESIGN.md §2 puts full
 // segments in a ck_ring FIFO. We use a shared claim cursor instead: a lane
