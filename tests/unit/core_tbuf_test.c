@@ -125,20 +125,12 @@ static int put1(unsigned lane, uint16_t p, uint16_t w, uint32_t id,
 	return tcommit(B, lane, p, w, id, &CB, 0, true);
 }
 
-/* put1() with svc_tbuf_chunk.defer: the record may stay unpublished. */
+/* put1() on lane 0 with svc_tbuf_chunk.defer: the record may stay
+ * unpublished. */
 static int put1_deferred(uint16_t p, uint16_t w, uint32_t id, uint32_t filler)
 {
-	struct svc_tbuf_chunk ch = {
-		.producer_id = p, .writer_id = w, .chunk_id = id,
-		.uid = 1000u + p, .pid = 4000 + p, .complete = true,
-		.defer = true,
-	};
-
 	build_packets(w, id, 1, filler);
-	ch.nfrags = CB.nfrags;
-	ch.payload = CB.buf;
-	ch.len = CB.len;
-	return svc_tbuf_lane_commit(B, 0, &ch);
+	return tcommit_as(B, 0, p, w, id, &CB, 0, true, true);
 }
 
 static void test_create_args(void **state)

@@ -84,19 +84,28 @@ static inline uint32_t tpkt(uint8_t *out, uint32_t seq, uint32_t counter,
 	return (uint32_t)(p - out);
 }
 
-/* Commits c as chunk `id` of (p, w). uid = 1000 + p, pid = 4000 + p. */
-static inline int tcommit(struct svc_tbuf *b, unsigned lane, uint16_t p,
-			  uint16_t w, uint32_t id, const struct tcb *c,
-			  uint8_t flags, bool complete)
+/* Commits c as chunk `id` of (p, w), deferred (svc_tbuf_chunk.defer) or
+ * not. uid = 1000 + p, pid = 4000 + p. */
+static inline int tcommit_as(struct svc_tbuf *b, unsigned lane, uint16_t p,
+			     uint16_t w, uint32_t id, const struct tcb *c,
+			     uint8_t flags, bool complete, bool defer)
 {
 	struct svc_tbuf_chunk ch = {
 		.producer_id = p, .writer_id = w, .chunk_id = id,
 		.uid = 1000u + p, .pid = 4000 + p, .nfrags = c->nfrags,
 		.flags = flags, .complete = complete, .payload = c->buf,
-		.len = c->len,
+		.len = c->len, .defer = defer,
 	};
 
 	return svc_tbuf_lane_commit(b, lane, &ch);
+}
+
+/* Commits c as chunk `id` of (p, w), published at once. */
+static inline int tcommit(struct svc_tbuf *b, unsigned lane, uint16_t p,
+			  uint16_t w, uint32_t id, const struct tcb *c,
+			  uint8_t flags, bool complete)
+{
+	return tcommit_as(b, lane, p, w, id, c, flags, complete, false);
 }
 
 /* One packet as read back. */
