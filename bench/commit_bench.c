@@ -29,16 +29,22 @@
 // usage: commit_bench [--seconds S] [--producers P] [--rate MB/s]
 //                     [--batch N] [--prebuilt]
 // (--rate caps each producer, to see whether a service with CPU to spare
-// still lets an SMB fill up; --prebuilt makes each producer copy the
-// payload of its first chunk into every later one instead of encoding
-// ~19 packets per chunk again: the fastest producer there can be, to load
-// a lane as far as one core of producers can. Where even that leaves the
+// still lets an SMB fill up; such a run first times 10,000 wake-ups of a
+// thread blocked on a pipe, as a lane waits for a CommitData, and prints
+// how many took longer than a producer at that rate needs to fill the
+// SMB's room: a lane that wakes that late lets the SMB fill whatever it
+// does once it runs, and on a VM that tail is the host's; --prebuilt
+// makes each producer copy the payload of its first chunk into every
+// later one instead of encoding ~19 packets per chunk again: the fastest
+// producer there can be, to load a lane as far as one core of producers
+// can. Where even that leaves the
 // lane idle part of the time (svc CPU under 100%), MB/s is the producer's
 // limit and the lane capacity is the lane's. The service still takes,
 // copies, validates and stores every chunk; the JSON then goes to
 // bench/results/commit_bench_prebuilt.json.)
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -467,12 +473,106 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
 	return res;
 }
 
+/* ---- wake-up latency of this machine (rate-limited runs) ---- */
+
+#define WAKE_SAMPLES 10000u	/* wake-ups timed */
+#define WAKE_GAP_NS 50000u	/* between two of them: about a commit's */
+
+/* The wake-up probe: a thread blocked in read() on a pipe, woken by writes
+ * of their send time, as a lane sleeping in io_uring is woken by a
+ * CommitData. */
+struct wake_probe {
+	int fd[2];		/* the pipe */
+	uint64_t *lat;		/* wake-up latency of each sample, ns */
+};
+
+static void *wake_reader(void *arg)
+{
+	struct wake_probe *w = arg;
+	uint64_t sent;
+
+	for (unsigned i = 0; i < WAKE_SAMPLES; i++) {
+		if (read(w->fd[0], &sent, sizeof(sent)) != sizeof(sent))
+			break;
+		w->lat[i] = bench_now_ns() - sent;
+	}
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* What the wake-up probe found. */
+struct wake_result {
+	double med_us, p999_us, max_us;	/* latency percentiles */
+	double slack_us;		/* time a producer at rate_mbps takes
+					 * to fill the default SMB's room past
+					 * one CommitData in flight */
+	double over_slack_pct;		/* wake-ups that took longer than that */
+};
+
+/*
+ * Times WAKE_SAMPLES wake-ups of a blocked thread (a pipe write to its
+ * read(), WAKE_GAP_NS apart, the writer spinning between them so that
+ * only the reader sleeps). A lane that takes longer than the SMB's slack
+ * to wake lets a producer at the run's rate find the SMB full, whatever
+ * the lane does once it runs; on a VM this tail is the host's (its
+ * vCPUs stalled for milliseconds), so the "SMB full" column is read
+ * beside it. Returns -1 when the probe could not run.
+ */
+static int wake_latency(struct wake_result *out)
+{
+	struct wake_probe w = { .lat = calloc(WAKE_SAMPLES, sizeof(uint64_t)) };
+	double room = (double)SPN_SMB_DEFAULT_SIZE - (double)batch_fixed * 4096.0;
+	unsigned over = 0;
+	pthread_t th;
+
+	if (!w.lat || pipe(w.fd) < 0) {
+		free(w.lat);
+		return -1;
+	}
+	if (pthread_create(&th, NULL, wake_reader, &w) != 0) {
+		close(w.fd[0]);
+		close(w.fd[1]);
+		free(w.lat);
+		return -1;
+	}
+	for (unsigned i = 0; i < WAKE_SAMPLES; i++) {
+		uint64_t t0 = bench_now_ns(), now;
+
+		while ((now = bench_now_ns()) - t0 < WAKE_GAP_NS)
+			;
+		if (write(w.fd[1], &now, sizeof(now)) != sizeof(now))
+			break;
+	}
+	close(w.fd[1]);
+	pthread_join(th, NULL);
+	close(w.fd[0]);
+	qsort(w.lat, WAKE_SAMPLES, sizeof(uint64_t), cmp_u64);
+	out->med_us = (double)w.lat[WAKE_SAMPLES / 2] / 1e3;
+	out->p999_us = (double)w.lat[WAKE_SAMPLES * 999 / 1000] / 1e3;
+	out->max_us = (double)w.lat[WAKE_SAMPLES - 1] / 1e3;
+	out->slack_us = room > 0 ? room / rate_mbps : 0; /* bytes / (MB/s) = us */
+	for (unsigned i = 0; i < WAKE_SAMPLES; i++)
+		over += (double)w.lat[i] / 1e3 > out->slack_us;
+	out->over_slack_pct = 100.0 * over / WAKE_SAMPLES;
+	free(w.lat);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	double secs = 2.0;
 	unsigned nprod = 2;
 	struct result res[2];
 	struct bench_json j;
+	struct wake_result wake = { 0 };
+	bool have_wake = false;
+	char wake_json[160];
 	double mc;
 
 	for (int i = 1; i < argc; i++) {
@@ -515,6 +615,16 @@ int main(int argc, char **argv)
 	else
 		printf("CommitData: all chunks filled since the last one, once "
 		       "the service took that\n");
+	if (rate_mbps > 0 && wake_latency(&wake) == 0) {
+		have_wake = true;
+		printf("wake-up of a blocked thread (%u, pipe): median %.1f us, "
+		       "p99.9 %.1f us, max %.1f us; %.2f%% take longer than "
+		       "the %.0f us a producer at this rate needs to fill the "
+		       "SMB's room past one CommitData in flight (each such "
+		       "lane wake-up can show as an \"SMB full\")\n",
+		       WAKE_SAMPLES, wake.med_us, wake.p999_us, wake.max_us,
+		       wake.over_slack_pct, wake.slack_us);
+	}
 	printf("%-6s %10s %12s %10s %14s %8s %10s %8s %10s %6s\n", "lanes",
 	       "MB/s", "chunks/s", "vs memcpy", "svc CPU s/GB", "svc CPU",
 	       "stored MB", "SMB full", "prod wait", "lost");
@@ -529,6 +639,13 @@ int main(int argc, char **argv)
 
 		mc = memcpy_mbps(4096);
 		r.memcpy_mbps = (mc_before + mc) / 2;
+		wake_json[0] = '\0';
+		if (have_wake)
+			snprintf(wake_json, sizeof(wake_json),
+				 ", \"wake_median_us\": %.1f, \"wake_p999_us\": %.1f, "
+				 "\"wake_max_us\": %.1f, \"wake_over_slack_pct\": %.3f",
+				 wake.med_us, wake.p999_us, wake.max_us,
+				 wake.over_slack_pct);
 		res[lanes - 1] = r;
 		printf("%-6u %10.1f %12.0f %9.1f%% %14.3f %7.0f%% %10.1f %8llu "
 		       "%9.1f%% %6llu\n",
@@ -551,7 +668,7 @@ int main(int argc, char **argv)
 				  "\"lane_capacity_ratio\": %.4f, "
 				  "\"lane_thread_cpu_s_per_gb\": %.4f, "
 				  "\"lane_thread_mb_per_cpu_s\": %.1f, "
-				  "\"chunks_per_commit\": %.1f",
+				  "\"chunks_per_commit\": %.1f%s",
 				  r.lanes, nprod, rate_mbps, batch_fixed,
 				  prebuilt ? "true" : "false", r.mbps,
 				  r.chunks_per_s, r.memcpy_mbps,
@@ -561,7 +678,7 @@ int main(int argc, char **argv)
 				  (unsigned long long)r.full, r.wait_pct,
 				  r.capacity_mbps, r.capacity_mbps / r.memcpy_mbps,
 				  r.lane_cpu_per_gb, r.lane_capacity_mbps,
-				  r.per_commit);
+				  r.per_commit, wake_json);
 	}
 	printf("\nlane capacity (MB moved per CPU second, same run):\n");
 	printf("%-6s %18s %12s %18s %16s %14s %12s\n", "lanes", "per svc CPU s",
