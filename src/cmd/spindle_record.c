@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cmd/spindle_cli.h"
+#include "ipc/flush_flags.h"
 
 /* Default flush timeout of a session (consumer-port.md §5). */
 #define CLI_DEFAULT_FLUSH_TIMEOUT_MS 5000u
@@ -63,11 +64,11 @@ static void cli_rec_stop(struct cli_rec *r)
 {
 	Perfetto__Protos__FlushRequest req = PERFETTO__PROTOS__FLUSH_REQUEST__INIT;
 
-	/* FlushFlags (constants.md §7): reason "trace stop", initiator
-	 * "perfetto CLI", as that CLI sends: the service then records the
-	 * final flush's outcome in the trace stats. */
+	/* Reason "trace stop", initiator "perfetto CLI", as that CLI sends:
+	 * the service then records the final flush's outcome in the trace
+	 * stats. */
 	req.has_flags = true;
-	req.flags = 2u | 2u << 4;
+	req.flags = SPN_FLUSH_REASON_TRACE_STOP | SPN_FLUSH_INITIATOR_PERFETTO_CLI;
 	r->stopping = true;
 	if (cli_invoke(r->c, "Flush", &req.base, -1, &r->flush)) {
 		r->flush.done = true;

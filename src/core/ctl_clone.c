@@ -67,10 +67,10 @@
 /* session_id selecting the bugreport session (§12). */
 #define CLONE_BUGREPORT_SESSION_ID UINT64_MAX
 
-/* FlushFlags of the clone flush (producer-port.md §6.3): initiator traced,
- * reason trace clone; target bugreport when asked. */
-#define CLONE_FLUSH_FLAGS 0x13u
-#define CLONE_FLUSH_BUGREPORT 0x100u
+/* FlushFlags of the clone flush (producer-port.md §6.3); the bugreport
+ * target is added when asked. */
+#define CLONE_FLUSH_FLAGS (SPN_FLUSH_REASON_TRACE_CLONE | SPN_FLUSH_INITIATOR_TRACED)
+#define CLONE_FLUSH_BUGREPORT SPN_FLUSH_CLONE_TARGET_BUGREPORT
 
 /* Bytes per pread/write when the kernel cannot copy_file_range. */
 #define CLONE_COPY_STEP (1u << 20)

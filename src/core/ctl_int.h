@@ -13,6 +13,7 @@
 #include "core/session_state.h"
 #include "core/svc_packets.h"
 #include "core/svc_int.h"
+#include "ipc/flush_flags.h"
 #include "producer_port.pb-c.h"
 #include "trace_config.pb-c.h"
 
@@ -85,11 +86,6 @@ struct ctl_session;
  */
 typedef void (*ctl_flush_done_fn)(struct ctl *ctl, struct ctl_session *s,
 				  int outcome, void *arg);
-
-/* FlushFlags' reason (constants.md §7, bits 0-3) and the one that marks a
- * final flush. */
-#define CTL_FLUSH_REASON_MASK 0xFu
-#define CTL_FLUSH_REASON_TRACE_STOP 2u
 
 /* A flush the session waits for. */
 struct ctl_flush {

@@ -578,7 +578,7 @@ static void ctl_flush_finish(struct ctl *ctl, struct ctl_session *s,
 		s->flushes_failed++;
 	/* The final flush (reason "trace stop": the duration's, the perfetto
 	 * CLI's before DisableTracing) sets the outcome, as in traced. */
-	if ((f->flags & CTL_FLUSH_REASON_MASK) == CTL_FLUSH_REASON_TRACE_STOP)
+	if ((f->flags & SPN_FLUSH_REASON_MASK) == SPN_FLUSH_REASON_TRACE_STOP)
 		s->final_flush_outcome = f->ok ? 1 : 2;
 	svc_pkts_record_event(&s->pkts, SVC_EV_ALL_DATA_SOURCES_FLUSHED, 0);
 	if (f->done)
@@ -789,7 +789,8 @@ static void ctl_duration_expired(struct ipc_loop *loop, void *arg)
 		return;
 	/* Flush first, then disable (what the perfetto CLI and the
 	 * reference service do at the end of a timed trace). */
-	ctl_flush(s->ctl, s, 0, CTL_FLUSH_REASON_TRACE_STOP | (1 << 4), NULL,
+	ctl_flush(s->ctl, s, 0,
+		  SPN_FLUSH_REASON_TRACE_STOP | SPN_FLUSH_INITIATOR_TRACED, NULL,
 		  true);
 }
 
@@ -804,7 +805,8 @@ static void ctl_flush_tick(struct ipc_loop *loop, void *arg)
 	s->flush_timer = 0;
 	if (s->dead || s->state != SVC_SESSION_STARTED)
 		return;
-	ctl_flush(s->ctl, s, 0, 1 /* reason: periodic */ | (1 << 4), NULL,
+	ctl_flush(s->ctl, s, 0,
+		  SPN_FLUSH_REASON_PERIODIC | SPN_FLUSH_INITIATOR_TRACED, NULL,
 		  false);
 	ipc_loop_timer_add(s->ctl->loop, s->cfg->flush_period_ms,
 			   ctl_flush_tick, s, &s->flush_timer);
