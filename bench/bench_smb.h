@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shared by the writer benchmarks (tw_bench, sdk_bench), x86-64 only: the
-// lfence;rdtsc clock and its calibration, the samples' sort order, and the
+// lfence;rdtsc clock and its calibration, and the
 // drainer thread that plays the SDK's I/O thread and the service at once
 // (smb_arbiter_drain, then take, copy and free each chunk, counting chunks
 // freed per writer so that writers can wait for it between bursts).
@@ -37,14 +37,6 @@ static inline void bench_calibrate(void)
 
 	nanosleep(&ts, NULL);
 	g_tsc_per_ns = (double)(bench_tsc() - c0) / (double)(bench_now_ns() - t0);
-}
-
-/* qsort order of TSC tick samples. */
-static inline int bench_cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x > y) - (x < y);
 }
 
 /* Set when the drainer would sleep; it never does (it polls), so this

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shared helpers for benchmarks: a monotonic clock, the core count, and a
-// tiny JSON writer for bench/results/<name>.json.
+// Shared helpers for benchmarks: a monotonic clock, the core count, the
+// sort order of samples, and a tiny JSON writer for
+// bench/results/<name>.json.
 #ifndef SPN_BENCH_UTIL_H
 #define SPN_BENCH_UTIL_H
 
@@ -12,6 +13,14 @@
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
+
+/* qsort order of uint32_t samples (TSC ticks, nanoseconds). */
+static inline int bench_cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
 
 /* Nanoseconds on CLOCK_MONOTONIC. */
 static inline uint64_t bench_now_ns(void)

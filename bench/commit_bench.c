@@ -483,27 +483,21 @@ static struct result run(unsigned lanes, unsigned nprod, double secs)
  * CommitData. */
 struct wake_probe {
 	int fd[2];		/* the pipe */
-	uint64_t *lat;		/* wake-up latency of each sample, ns */
+	uint32_t *lat;		/* wake-up latency of each sample, ns */
 };
 
 static void *wake_reader(void *arg)
 {
 	struct wake_probe *w = arg;
-	uint64_t sent;
+	uint64_t sent, ns;
 
 	for (unsigned i = 0; i < WAKE_SAMPLES; i++) {
 		if (read(w->fd[0], &sent, sizeof(sent)) != sizeof(sent))
 			break;
-		w->lat[i] = bench_now_ns() - sent;
+		ns = bench_now_ns() - sent;
+		w->lat[i] = ns < UINT32_MAX ? (uint32_t)ns : UINT32_MAX;
 	}
 	return NULL;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* What the wake-up probe found. */
@@ -526,7 +520,7 @@ struct wake_result {
  */
 static int wake_latency(struct wake_result *out)
 {
-	struct wake_probe w = { .lat = calloc(WAKE_SAMPLES, sizeof(uint64_t)) };
+	struct wake_probe w = { .lat = calloc(WAKE_SAMPLES, sizeof(uint32_t)) };
 	double room = (double)SPN_SMB_DEFAULT_SIZE - (double)batch_fixed * 4096.0;
 	unsigned over = 0;
 	pthread_t th;
@@ -552,7 +546,7 @@ static int wake_latency(struct wake_result *out)
 	close(w.fd[1]);
 	pthread_join(th, NULL);
 	close(w.fd[0]);
-	qsort(w.lat, WAKE_SAMPLES, sizeof(uint64_t), cmp_u64);
+	qsort(w.lat, WAKE_SAMPLES, sizeof(uint32_t), bench_cmp_u32);
 	out->med_us = (double)w.lat[WAKE_SAMPLES / 2] / 1e3;
 	out->p999_us = (double)w.lat[WAKE_SAMPLES * 999 / 1000] / 1e3;
 	out->max_us = (double)w.lat[WAKE_SAMPLES - 1] / 1e3;
