@@ -37,11 +37,10 @@
 // makes each producer copy the payload of its first chunk into every
 // later one instead of encoding ~19 packets per chunk again: the fastest
 // producer there can be, to load a lane as far as one core of producers
-// can. Where even that leaves the
-// lane idle part of the time (svc CPU under 100%), MB/s is the producer's
-// limit and the lane capacity is the lane's. The service still takes,
-// copies, validates and stores every chunk; the JSON then goes to
-// bench/results/commit_bench_prebuilt.json.)
+// can. Where even that leaves the lane idle part of the time (svc CPU
+// under 100%), MB/s is the producer's limit and the lane capacity is the
+// lane's. The service still takes, copies, validates and stores every
+// chunk; the JSON then goes to bench/results/commit_bench_prebuilt.json.)
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -521,7 +520,10 @@ struct wake_result {
 static int wake_latency(struct wake_result *out)
 {
 	struct wake_probe w = { .lat = calloc(WAKE_SAMPLES, sizeof(uint32_t)) };
-	double room = (double)SPN_SMB_DEFAULT_SIZE - (double)batch_fixed * 4096.0;
+	/* The producers' chunks: Div1 of the default 4 KiB pages. */
+	double room = (double)SPN_SMB_DEFAULT_SIZE -
+		      (double)batch_fixed * spn_smb_chunk_size_for(SPN_SMB_DEFAULT_PAGE_SIZE,
+								   SPN_SMB_PAGE_DIV1);
 	unsigned over = 0;
 	pthread_t th;
 
@@ -552,7 +554,7 @@ static int wake_latency(struct wake_result *out)
 	out->max_us = (double)w.lat[WAKE_SAMPLES - 1] / 1e3;
 	out->slack_us = room > 0 ? room / rate_mbps : 0; /* bytes / (MB/s) = us */
 	for (unsigned i = 0; i < WAKE_SAMPLES; i++)
-		over += (double)w.lat[i] / 1e3 > out->slack_us;
+		over += w.lat[i] > out->slack_us * 1e3;
 	out->over_slack_pct = 100.0 * over / WAKE_SAMPLES;
 	free(w.lat);
 	return 0;
