@@ -3,8 +3,8 @@
 // (fragmented packets, patches after the continuation, scraped chunks
 // re-committed, commits deferred and published per round) into a small
 // ring buffer while a reader thread drains it; the buffer overwrites while
-// being read. Checks order, content, loss
-// marking and the stats balance. Also run under ThreadSanitizer.
+// being read. Checks order, content, loss marking and the stats balance.
+// Also run under ThreadSanitizer.
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
