@@ -452,7 +452,9 @@ static inline void smb_standby_loc(struct spn_smb *smb, uint64_t w, struct smb_l
  * unless a chunk is already waiting (standby or reserved) or standby chunks
  * are off, takes a free chunk now, as the drain parks a standby chunk, for
  * its next chunk change (see "Reserved chunks" at the top). Nothing when
- * the SMB has no free chunk: the chunk change then searches as usual.
+ * the SMB has no free chunk: the chunk change then searches as usual. With
+ * a standby chunk parked, it brings that chunk's first line into our cache
+ * for writing instead (a store to it: see smb_warm_standby in arbiter.c).
  */
 void smb_arbiter_reserve_w(struct smb_arbiter *arb, struct spn_tw *tw);
 

@@ -1317,11 +1317,25 @@ static void test_reserved_chunks(void **state)
 	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 1);
 	assert_int_equal(tw->reserve, 0);
 	assert_int_equal(tw->stats.reserved, 1);
-	/* With a standby chunk parked, the soft end takes none. */
+	/* With a standby chunk parked, the soft end takes none; it only
+	 * stores 0 into the standby's first size slot (smb_warm_standby):
+	 * the header stays unpublished, so there is still nothing to scrape. */
 	ts_pump(&e->ts, 0);
 	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	smb_standby_loc(&e->arb.smb, atomic_load(&tw->standby), &loc);
+	memset((uint8_t *)loc.hdr + SPN_SMB_CHUNK_HEADER_SIZE, 0xAB, 8);
 	cross_soft_end(e, tw);
 	assert_int_equal(tw->stats.reserved, 1);
+	{
+		const uint8_t *pl = (const uint8_t *)loc.hdr + SPN_SMB_CHUNK_HEADER_SIZE;
+		static const uint8_t want[8] = { 0, 0, 0, 0, 0xAB, 0xAB, 0xAB, 0xAB };
+
+		assert_memory_equal(pl, want, sizeof(want));
+		assert_int_equal(atomic_load(&loc.hdr->packets), 0);
+		assert_int_equal(atomic_load(&loc.hdr->chunk_id), 0);
+		assert_int_equal(chunk_state(e, loc.page, loc.chunk),
+				 SPN_SMB_BEING_WRITTEN);
+	}
 	fill_to_change(e, tw);			/* chunk 2: the standby */
 	assert_int_equal(tw->stats.standby_used, 1);
 	/* Its soft end (no standby now): reserved; reclaim frees it. */
