@@ -238,6 +238,7 @@ _Static_assert(offsetof(struct spn_tw, handoff_meta) + sizeof(uint64_t) <=
 /* ---- Out of line (src/smb/trace_writer.c) ------------------------------ */
 
 int _spn_tw_begin_packet_slow(struct spn_tw *tw);
+uint8_t *_spn_tw_small_begin_slow(struct spn_tw *tw, size_t max);
 void _spn_tw_end_packet_slow(struct spn_tw *tw);
 void _spn_tw_write_slow(struct spn_tw *tw, const void *data, size_t len);
 void _spn_tw_bytes_slow(struct spn_tw *tw, uint32_t field, const void *data,
@@ -355,9 +356,12 @@ static inline void spn_tw_end_packet(struct spn_tw *tw)
  * payload goes; the caller writes at most `max` bytes there through its own
  * cursor (kept in a register: no reloads of tw->cur after each byte, which
  * may alias it) and closes it with spn_tw_small_end(tw, payload, end).
- * Returns NULL otherwise: then use spn_tw_begin_packet() and the field
- * calls, which handle chunk changes and drops. Same protocol with the I/O
- * thread and the scrapers as begin_packet / end_packet.
+ * Its slow path (_spn_tw_small_begin_slow) also passes the soft end and,
+ * with a standby chunk parked, changes chunk by hand-off, then opens the
+ * packet the same way. Returns NULL otherwise: then use
+ * spn_tw_begin_packet() and the field calls, which handle every other
+ * chunk change and drops. Same protocol with the I/O thread and the
+ * scrapers as begin_packet / end_packet.
  */
 static inline uint8_t *spn_tw_small_begin(struct spn_tw *tw, size_t max)
 {
@@ -370,7 +374,7 @@ static inline uint8_t *spn_tw_small_begin(struct spn_tw *tw, size_t max)
 			     (size_t)(tw->end - cur) <
 				     max + SPN_SMB_PACKET_HEADER_SIZE + SPN_TW_MIN_ROOM ||
 			     tw->count >= SPN_SMB_WRITER_MAX_PACKETS))
-		return NULL;
+		return _spn_tw_small_begin_slow(tw, max);
 	_spn_tw_count_packet(tw, cur);
 	return cur + SPN_SMB_PACKET_HEADER_SIZE;
 }

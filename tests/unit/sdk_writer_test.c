@@ -1274,6 +1274,80 @@ static void fill_to_change(struct env *e, struct spn_tw *tw)
 		both(e, tw, script_blob, &small, NULL, NULL);
 }
 
+/* One 20-byte packet filled with `fill`: through spn_tw_small_begin(), or
+ * the long way when it returns NULL. Returns true for the small path. */
+static bool small_or_long(struct env *e, struct spn_tw *tw, uint8_t fill)
+{
+	uint8_t pkt[20], *p = spn_tw_small_begin(tw, sizeof(pkt));
+
+	memset(pkt, fill, sizeof(pkt));
+	if (p) {
+		memcpy(p, pkt, sizeof(pkt));
+		spn_tw_small_end(tw, p, p + sizeof(pkt));
+	} else {
+		spn_tw_begin_packet(tw);
+		spn_tw_append(tw, pkt, sizeof(pkt));
+		spn_tw_end_packet(tw);
+	}
+	rec_add(&e->want, tw->writer_id, pkt, sizeof(pkt), false);
+	return p != NULL;
+}
+
+/*
+ * Small packets pass chunk boundaries themselves (spn_tw_small_begin's
+ * slow path): the soft end, and with a standby chunk parked the chunk
+ * change too, where the packet opens in the standby chunk and the full
+ * chunk is handed off. With no standby parked the change goes the long
+ * way (NULL). Everything written arrives, in chunk-id order.
+ */
+static void test_small_packets_change_chunk(void **state)
+{
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct spn_tw *tw = new_writer(e, 1);
+	struct smb_loc loc;
+	uint64_t reserved;
+	bool small = false;
+	uint32_t i;
+
+	(void)state;
+	fill_to_change(e, tw);			/* chunk 0 taken */
+	fill_to_change(e, tw);			/* chunk 0 queued */
+	ts_pump(&e->ts, 0);			/* a standby parked */
+	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	smb_standby_loc(&e->arb.smb, atomic_load(&tw->standby), &loc);
+	reserved = tw->stats.reserved;
+	for (i = 0; tw->stats.standby_used == 0; i++) {
+		assert_true(i < 4096 / 20);
+		small = small_or_long(e, tw, (uint8_t)i);
+	}
+	/* The last packet opened in the standby chunk, through the small
+	 * path, and chunk 1 waits in the hand-off word. (A packet that fits
+	 * the chunk's tail but not with SPN_TW_MIN_ROOM to spare still goes
+	 * the long way, without a chunk change.) */
+	assert_true(small);
+	assert_int_equal(tw->stats.reserved, reserved);
+	assert_ptr_equal(tw->hdr, loc.hdr);
+	assert_int_equal(tw->count, 1);
+	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 2);
+	assert_int_not_equal(atomic_load(&tw->handoff), 0);
+	/* No standby parked (not pumped): the next change falls back. */
+	assert_int_equal(atomic_load(&tw->standby), 0);
+	for (i = 0; tw->stats.chunks == 3; i++) {
+		assert_true(i < 4096 / 20);
+		small = small_or_long(e, tw, (uint8_t)(i + 77));
+	}
+	assert_false(small);
+	spn_tw_flush(tw);
+	ts_pump(&e->ts, 0);
+	expect_all(e);
+	expect_chunk_ids(e, 4);
+	assert_int_equal(e->arb.stats.handoffs, 1);
+	assert_int_equal(tw->stats.packets_dropped, 0);
+	spn_tw_destroy(tw);
+	ts_pump(&e->ts, 0);
+	env_free(e);
+}
+
 /*
  * Reserved chunks (arbiter.h): a writer that passes the soft end of its
  * chunk with no standby chunk parked takes its next chunk there, as the
@@ -1737,6 +1811,7 @@ int main(void)
 		cmocka_unit_test(test_pressure_reclaims),
 		cmocka_unit_test(test_low_water_hurries),
 		cmocka_unit_test(test_standby_chunks),
+		cmocka_unit_test(test_small_packets_change_chunk),
 		cmocka_unit_test(test_reserved_chunks),
 		cmocka_unit_test(test_handoff),
 		cmocka_unit_test(test_handoff_before_queue),
