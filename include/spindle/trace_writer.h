@@ -62,6 +62,9 @@ extern "C" {
  * least SPN_TW_SOFT_CHUNK bytes (the coarse layouts, not Div14's). */
 #define SPN_TW_SOFT_END 256u
 #define SPN_TW_SOFT_CHUNK 2048u
+/* How far ahead of the cursor a small packet asks for its chunk's line for
+ * writing (spn_tw_small_begin; CPUs with PREFETCHW only). */
+#define SPN_TW_PREFETCH_AHEAD 256u
 /* Bytes of the private sink a dropped packet is written into. */
 #define SPN_TW_SCRATCH_SIZE 512u
 
@@ -148,6 +151,8 @@ struct spn_tw {
 	uint8_t heavy_fence; /* 1: no membarrier, seq_cst in_packet store (top) */
 	uint8_t slow_end; /* end_packet must take the slow path: dropping,
 			   * or a hand-back is due */
+	uint8_t prefetchw; /* 1: prefetch ahead for writing (x86: the CPU
+			    * has PREFETCHW; _spn_tw_prefetch_ahead) */
 	/* in a packet (1) or not (0): owner stores (1 relaxed, 0 release),
 	 * the I/O thread loads (acquire) */
 	_Atomic uint32_t in_packet;
@@ -350,6 +355,30 @@ static inline void spn_tw_end_packet(struct spn_tw *tw)
 }
 
 /*
+ * Asks for the chunk's line SPN_TW_PREFETCH_AHEAD bytes past `cur` for
+ * writing, while that is still inside the writable area. Stores that find
+ * their line already ours leave the store buffer at once; without this,
+ * the lines a chunk's events write come in one miss at a time (the drain
+ * read them last), and the slow events that follow wait behind them: the
+ * soft end's first store into the next chunk, the CAS of a reserve.
+ * sdk_bench, 8 alternating runs: slice p99.9 100 -> 80 ns (1 thread), 105
+ * -> 90 (2); counter 100 -> 85, 120 -> 105; medians within one 0.6 ns step.
+ * On x86, PREFETCHW only where the CPU says it has it (CPUID 0x80000001
+ * ECX bit 8, checked by the arbiter): a read prefetch only shares the
+ * line. Elsewhere the compiler's write prefetch.
+ */
+static inline void _spn_tw_prefetch_ahead(const struct spn_tw *tw, const uint8_t *cur)
+{
+	if (tw->prefetchw && cur + SPN_TW_PREFETCH_AHEAD < tw->end) {
+#if defined(__x86_64__) || defined(__i386__)
+		__asm__ volatile("prefetchw %0" : : "m"(cur[SPN_TW_PREFETCH_AHEAD]));
+#else
+		__builtin_prefetch(cur + SPN_TW_PREFETCH_AHEAD, 1, 3);
+#endif
+	}
+}
+
+/*
  * A whole small packet in one piece, for encoders that know its size
  * bound: when a packet of up to `max` payload bytes fits in the current
  * chunk and nothing needs the slow path, opens it and returns where its
@@ -375,6 +404,7 @@ static inline uint8_t *spn_tw_small_begin(struct spn_tw *tw, size_t max)
 				     max + SPN_SMB_PACKET_HEADER_SIZE + SPN_TW_MIN_ROOM ||
 			     tw->count >= SPN_SMB_WRITER_MAX_PACKETS))
 		return _spn_tw_small_begin_slow(tw, max);
+	_spn_tw_prefetch_ahead(tw, cur);
 	_spn_tw_count_packet(tw, cur);
 	return cur + SPN_SMB_PACKET_HEADER_SIZE;
 }

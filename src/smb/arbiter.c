@@ -8,6 +8,9 @@
 #include "smb/arbiter.h"
 
 #include <errno.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <linux/membarrier.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -52,6 +55,21 @@ static long smb_membarrier(int cmd)
 	return syscall(__NR_membarrier, cmd, 0, 0);
 }
 
+/* Whether writers prefetch ahead for writing (_spn_tw_prefetch_ahead): on
+ * x86 only with PREFETCHW (CPUID 0x80000001: ECX bit 8, "3DNowPrefetch" /
+ * PRFCHW: every AMD64 CPU, Intel's since Broadwell); elsewhere the
+ * compiler's write prefetch is a hint every CPU may ignore. */
+static bool smb_cpu_has_prefetchw(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	unsigned a, b, c, d;
+
+	return __get_cpuid(0x80000001u, &a, &b, &c, &d) && (c & (1u << 8));
+#else
+	return true;
+#endif
+}
+
 static uint32_t smb_page_free(const struct smb_arbiter *arb, uint32_t page);
 
 int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
@@ -72,6 +90,7 @@ int smb_arbiter_init(struct smb_arbiter *arb, const struct spn_smb *smb,
 	if (arb->opts.max_writer_id == 0 || arb->opts.max_writer_id > SPN_SMB_MAX_WRITER_ID)
 		arb->opts.max_writer_id = SPN_SMB_MAX_WRITER_ID;
 	arb->layout = layout;
+	arb->prefetchw = smb_cpu_has_prefetchw();
 	arb->adaptive = arb->opts.layout == 0 && layout != SPN_SMB_PAGE_DIV14;
 	arb->total_chunks = smb->num_pages * spn_smb_layout_chunks(layout);
 	nnodes = smb->num_pages * SPN_SMB_MAX_CHUNKS_PER_PAGE;
@@ -231,6 +250,7 @@ int smb_arbiter_create_writer(struct smb_arbiter *arb, uint32_t target_buffer,
 	tw->writer_id = (uint16_t)id;
 	tw->target_buffer = target_buffer;
 	tw->heavy_fence = !arb->membarrier;
+	tw->prefetchw = arb->prefetchw;
 	smb_tw_aim_at_scratch(tw);
 	/* Spread writers over the SMB so they do not all fight over page 0. */
 	tw->page_hint = (uint32_t)(((uint64_t)id * 2654435761u) % arb->smb.num_pages);
