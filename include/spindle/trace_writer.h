@@ -63,7 +63,7 @@ extern "C" {
 #define SPN_TW_SOFT_END 256u
 #define SPN_TW_SOFT_CHUNK 2048u
 /* How far ahead of the cursor a small packet asks for its chunk's line for
- * writing (spn_tw_small_begin; CPUs with PREFETCHW only). */
+ * writing (spn_tw_small_begin; on x86 only where the CPU has PREFETCHW). */
 #define SPN_TW_PREFETCH_AHEAD 256u
 /* Bytes of the private sink a dropped packet is written into. */
 #define SPN_TW_SCRATCH_SIZE 512u

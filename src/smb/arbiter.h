@@ -265,8 +265,8 @@ struct smb_arbiter {
 	bool adaptive;			/* opts.layout was 0: pages are cut as
 					 * Div14 while writers are many */
 	uint32_t total_chunks;		/* chunks of the SMB in `layout` */
-	bool prefetchw;			/* the CPU has PREFETCHW: writers use it
-					 * (trace_writer.h) */
+	bool prefetchw;			/* writers prefetch ahead for writing
+					 * (x86: the CPU has PREFETCHW) */
 	bool membarrier;		/* membarrier registered: writers need
 					 * only a compiler barrier */
 	/* num_pages * SPN_SMB_MAX_CHUNKS_PER_PAGE nodes, by
