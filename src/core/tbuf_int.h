@@ -393,8 +393,9 @@ static inline uint32_t tb_stat_len(uint32_t payload_len)
 }
 
 /*
- * Owner lane: record r (rec_len bytes) starts (+1) or stops (-1) counting
- * as pending in its segment (see struct tb_seg).
+ * Owner lane: record r (tb_stat_len of its payload in the byte figures)
+ * starts (+1) or stops (-1) counting as pending in its segment (see struct
+ * tb_seg).
  */
 static inline void tb_seg_pending(struct svc_tbuf *b, const struct tb_rec *r,
 				  int d)
@@ -403,12 +404,11 @@ static inline void tb_seg_pending(struct svc_tbuf *b, const struct tb_rec *r,
 	uint32_t n = atomic_load_explicit(&s->pending, memory_order_relaxed);
 	uint32_t by = atomic_load_explicit(&s->pending_bytes,
 					   memory_order_relaxed);
+	uint32_t len = tb_stat_len(r->payload_len);
 
 	atomic_store_explicit(&s->pending, n + (uint32_t)d,
 			      memory_order_relaxed);
-	atomic_store_explicit(&s->pending_bytes,
-			      d > 0 ? by + tb_stat_len(r->payload_len) :
-				      by - tb_stat_len(r->payload_len),
+	atomic_store_explicit(&s->pending_bytes, d > 0 ? by + len : by - len,
 			      memory_order_relaxed);
 }
 

@@ -665,12 +665,11 @@ static int tb_store_new(struct svc_tbuf *b, struct tb_lane *l,
 		    c->pid, c->len, meta, 0);
 	if (tb_m_nfrags(meta))
 		tb_seg_pending(b, r, 1);
-	if (c->defer) {
-		l->cur_used += rec_len;
+	l->cur_used += rec_len;
+	if (c->defer)
 		l->unpublished = true;
-	} else {
-		tb_lane_publish(b, l, rec_len);
-	}
+	else
+		tb_lane_publish_now(b, l);
 	tb_count(&l->ctr, TB_C_CHUNKS_WRITTEN, 1);
 	tb_count(&l->ctr, TB_C_BYTES_WRITTEN, tb_stat_len(c->len));
 	tb_index_set(b, l, seq, tb_chunk_key(c->producer_id, c->writer_id,
