@@ -68,9 +68,8 @@
 #define CLONE_BUGREPORT_SESSION_ID UINT64_MAX
 
 /* FlushFlags of the clone flush (producer-port.md §6.3); the bugreport
- * target is added when asked. */
+ * target (SPN_FLUSH_CLONE_TARGET_BUGREPORT) is added when asked. */
 #define CLONE_FLUSH_FLAGS (SPN_FLUSH_REASON_TRACE_CLONE | SPN_FLUSH_INITIATOR_TRACED)
-#define CLONE_FLUSH_BUGREPORT SPN_FLUSH_CLONE_TARGET_BUGREPORT
 
 /* Bytes per pread/write when the kernel cannot copy_file_range. */
 #define CLONE_COPY_STEP (1u << 20)
@@ -997,7 +996,7 @@ static struct ctl_clone_job *clone_job_new(
 	    (r->selector_case ==
 		     PERFETTO__PROTOS__CLONE_SESSION_REQUEST__SELECTOR_SESSION_ID &&
 	     r->session_id == CLONE_BUGREPORT_SESSION_ID))
-		j->flags |= CLONE_FLUSH_BUGREPORT;
+		j->flags |= SPN_FLUSH_CLONE_TARGET_BUGREPORT;
 	if (r->clone_trigger_name && r->clone_trigger_name[0]) {
 		j->has_trigger = true;
 		j->trig_name = strdup(r->clone_trigger_name);
