@@ -621,6 +621,14 @@ int main(int argc, char **argv)
 		       WAKE_SAMPLES, wake.med_us, wake.p999_us, wake.max_us,
 		       wake.over_slack_pct, wake.slack_us);
 	}
+	/* The probe's figures, the same in every JSON row. */
+	wake_json[0] = '\0';
+	if (have_wake)
+		snprintf(wake_json, sizeof(wake_json),
+			 ", \"wake_median_us\": %.1f, \"wake_p999_us\": %.1f, "
+			 "\"wake_max_us\": %.1f, \"wake_over_slack_pct\": %.3f",
+			 wake.med_us, wake.p999_us, wake.max_us,
+			 wake.over_slack_pct);
 	printf("%-6s %10s %12s %10s %14s %8s %10s %8s %10s %6s\n", "lanes",
 	       "MB/s", "chunks/s", "vs memcpy", "svc CPU s/GB", "svc CPU",
 	       "stored MB", "SMB full", "prod wait", "lost");
@@ -635,13 +643,6 @@ int main(int argc, char **argv)
 
 		mc = memcpy_mbps(4096);
 		r.memcpy_mbps = (mc_before + mc) / 2;
-		wake_json[0] = '\0';
-		if (have_wake)
-			snprintf(wake_json, sizeof(wake_json),
-				 ", \"wake_median_us\": %.1f, \"wake_p999_us\": %.1f, "
-				 "\"wake_max_us\": %.1f, \"wake_over_slack_pct\": %.3f",
-				 wake.med_us, wake.p999_us, wake.max_us,
-				 wake.over_slack_pct);
 		res[lanes - 1] = r;
 		printf("%-6u %10.1f %12.0f %9.1f%% %14.3f %7.0f%% %10.1f %8llu "
 		       "%9.1f%% %6llu\n",
