@@ -57,6 +57,14 @@ static void tw_set_no_chunk(struct spn_tw *tw)
 	tw->gen++;
 }
 
+/* Whether a packet needing `need` bytes may start in the writable area: the
+ * room is there and the chunk has not reached the packet limit. */
+static bool tw_has_room(const struct spn_tw *tw, size_t need)
+{
+	return (size_t)(tw->end - tw->cur) >= need &&
+	       tw->count < SPN_SMB_WRITER_MAX_PACKETS;
+}
+
 /* Makes the chunk at *loc (just acquired with `packets`) the current one. */
 static void tw_use_chunk(struct spn_tw *tw, const struct smb_loc *loc,
 			 uint16_t packets)
@@ -369,8 +377,7 @@ int _spn_tw_begin_packet_slow(struct spn_tw *tw)
 	if (atomic_load_explicit(&tw->reclaim, memory_order_relaxed) != 0)
 		tw_reclaim_ack(tw);
 	tw_soft_end(tw);
-	full = tw->has_chunk && ((size_t)(tw->end - tw->cur) < SPN_TW_MIN_ROOM ||
-				 tw->count >= SPN_SMB_WRITER_MAX_PACKETS);
+	full = tw->has_chunk && !tw_has_room(tw, SPN_TW_MIN_ROOM);
 	tw->stats.packets++;
 	if (full && smb_arbiter_handoff_w(tw->arb, tw, &loc)) {
 		/* The I/O thread completes and queues the full chunk; we
@@ -428,14 +435,13 @@ uint8_t *_spn_tw_small_begin_slow(struct spn_tw *tw, size_t max)
 	    tw->slow_end || tw->lost || !tw->has_chunk)
 		return NULL;
 	tw_soft_end(tw);
-	if ((size_t)(tw->end - tw->cur) < SPN_TW_MIN_ROOM ||
-	    tw->count >= SPN_SMB_WRITER_MAX_PACKETS) {
+	if (!tw_has_room(tw, SPN_TW_MIN_ROOM)) {
 		/* Full, at a packet boundary: as in _spn_tw_begin_packet_slow. */
 		if (!smb_arbiter_handoff_w(tw->arb, tw, &loc))
 			return NULL;
 		tw_use_chunk(tw, &loc, 0);
 	}
-	if ((size_t)(tw->end - tw->cur) < need || tw->count >= SPN_SMB_WRITER_MAX_PACKETS)
+	if (!tw_has_room(tw, need))
 		return NULL;
 	_spn_tw_count_packet(tw, tw->cur);
 	return tw->cur + SPN_SMB_PACKET_HEADER_SIZE;
