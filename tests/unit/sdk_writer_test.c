@@ -1274,22 +1274,35 @@ static void fill_to_change(struct env *e, struct spn_tw *tw)
 		both(e, tw, script_blob, &small, NULL, NULL);
 }
 
-/* One 20-byte packet filled with `fill`: through spn_tw_small_begin(), or
- * the long way when it returns NULL. Returns true for the small path. */
-static bool small_or_long(struct env *e, struct spn_tw *tw, uint8_t fill)
-{
-	uint8_t pkt[20], *p = spn_tw_small_begin(tw, sizeof(pkt));
 
-	memset(pkt, fill, sizeof(pkt));
+/* A fresh writer takes chunk 0 and queues it when it fills; the drain
+ * then parks a standby chunk for it (arbiter.h, "Standby chunks"). */
+static void park_first_standby(struct env *e, struct spn_tw *tw)
+{
+	fill_to_change(e, tw);			/* chunk 0 taken */
+	fill_to_change(e, tw);			/* chunk 0 queued */
+	ts_pump(&e->ts, 0);			/* a standby parked */
+	assert_int_not_equal(atomic_load(&tw->standby), 0);
+}
+
+/* Packet pkt[0..n) through spn_tw_small_begin(), or the long way when it
+ * returns NULL; recorded as wanted. Returns true for the small path. */
+static bool small_or_long(struct env *e, struct spn_tw *tw, const uint8_t *pkt,
+			  size_t n)
+{
+	uint8_t *p = spn_tw_small_begin(tw, n);
+
 	if (p) {
-		memcpy(p, pkt, sizeof(pkt));
-		spn_tw_small_end(tw, p, p + sizeof(pkt));
+		/* it fits: the room checked covers the payload */
+		assert_true((size_t)(tw->end - p) >= n);
+		memcpy(p, pkt, n);
+		spn_tw_small_end(tw, p, p + n);
 	} else {
 		spn_tw_begin_packet(tw);
-		spn_tw_append(tw, pkt, sizeof(pkt));
+		spn_tw_append(tw, pkt, n);
 		spn_tw_end_packet(tw);
 	}
-	rec_add(&e->want, tw->writer_id, pkt, sizeof(pkt), false);
+	rec_add(&e->want, tw->writer_id, pkt, n, false);
 	return p != NULL;
 }
 
@@ -1307,18 +1320,17 @@ static void test_small_packets_change_chunk(void **state)
 	struct smb_loc loc;
 	uint64_t reserved;
 	bool small = false;
+	uint8_t pkt[20];
 	uint32_t i;
 
 	(void)state;
-	fill_to_change(e, tw);			/* chunk 0 taken */
-	fill_to_change(e, tw);			/* chunk 0 queued */
-	ts_pump(&e->ts, 0);			/* a standby parked */
-	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	park_first_standby(e, tw);
 	smb_standby_loc(&e->arb.smb, atomic_load(&tw->standby), &loc);
 	reserved = tw->stats.reserved;
 	for (i = 0; tw->stats.standby_used == 0; i++) {
-		assert_true(i < 4096 / 20);
-		small = small_or_long(e, tw, (uint8_t)i);
+		assert_true(i < 4096 / sizeof(pkt));
+		memset(pkt, (int)i, sizeof(pkt));
+		small = small_or_long(e, tw, pkt, sizeof(pkt));
 	}
 	/* The last packet opened in the standby chunk, through the small
 	 * path, and chunk 1 waits in the hand-off word. (A packet that fits
@@ -1333,8 +1345,9 @@ static void test_small_packets_change_chunk(void **state)
 	/* No standby parked (not pumped): the next change falls back. */
 	assert_int_equal(atomic_load(&tw->standby), 0);
 	for (i = 0; tw->stats.chunks == 3; i++) {
-		assert_true(i < 4096 / 20);
-		small = small_or_long(e, tw, (uint8_t)(i + 77));
+		assert_true(i < 4096 / sizeof(pkt));
+		memset(pkt, (int)(i + 77), sizeof(pkt));
+		small = small_or_long(e, tw, pkt, sizeof(pkt));
 	}
 	assert_false(small);
 	spn_tw_flush(tw);
@@ -1469,10 +1482,7 @@ static void test_handoff(void **state)
 	uint64_t w;
 
 	(void)state;
-	fill_to_change(e, tw);			/* chunk 0 taken */
-	fill_to_change(e, tw);			/* chunk 0 queued */
-	ts_pump(&e->ts, 0);			/* a standby parked */
-	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	park_first_standby(e, tw);
 	page = tw->page;
 	chunk = tw->chunk;
 	fill_to_change(e, tw);			/* chunk 1 handed off */
@@ -1521,9 +1531,7 @@ static void test_handoff_before_queue(void **state)
 	struct spn_tw *tw = new_writer(e, 1);
 
 	(void)state;
-	fill_to_change(e, tw);			/* chunk 0 taken */
-	fill_to_change(e, tw);			/* chunk 0 queued */
-	ts_pump(&e->ts, 0);			/* a standby parked */
+	park_first_standby(e, tw);
 	fill_to_change(e, tw);			/* chunk 1 handed off */
 	assert_int_not_equal(atomic_load(&tw->handoff), 0);
 	assert_int_equal(atomic_load(&tw->standby), 0);
@@ -1677,25 +1685,15 @@ static void test_small_packets(void **state)
 
 	(void)state;
 	for (i = 0; i < 600; i++) {
-		uint8_t pkt[40], *p;
+		uint8_t pkt[40];
 		size_t n = 1 + i % 37;
 
 		for (size_t k = 0; k < n; k++)
 			pkt[k] = (uint8_t)(i + k);
-		p = spn_tw_small_begin(tw, n);
-		if (p) {
+		if (small_or_long(e, tw, pkt, n))
 			small++;
-			/* it fits: the room checked covers the payload */
-			assert_true((size_t)(tw->end - p) >= n);
-			memcpy(p, pkt, n);
-			spn_tw_small_end(tw, p, p + n);
-		} else {
+		else
 			fallback++;
-			spn_tw_begin_packet(tw);
-			spn_tw_append(tw, pkt, n);
-			spn_tw_end_packet(tw);
-		}
-		rec_add(&e->want, tw->writer_id, pkt, n, false);
 	}
 	/* The I/O thread took the idle writer's chunk: small_begin refuses
 	 * and the slow path acknowledges it and takes a new chunk. */
