@@ -476,8 +476,9 @@ struct pp_chunk {
 					 * the copy-out, then check result */
 };
 
-/* Takes c->mv's chunk for reading (BeingRead); false when the entry names
- * no Complete chunk of this SMB (ignored) or asks for SMB emulation. */
+/* Takes c->mv's chunk for reading (smb_chunk_commit_take); false when the
+ * entry names no Complete chunk of this SMB (ignored) or asks for SMB
+ * emulation. */
 static bool pp_take(struct svc *svc, struct svc_producer *p, struct pp_chunk *c)
 {
 	int rc = -EAGAIN;

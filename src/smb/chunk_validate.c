@@ -262,7 +262,13 @@ int smb_chunk_commit_take(struct spn_smb *smb, uint32_t page, uint32_t chunk,
 	int r;
 
 	memset(info, 0, sizeof(*info));
-	r = spn_smb_try_acquire_read(smb, page, chunk, &t->layout);
+	/* One-chunk pages (the layout producers use) need no BeingRead. */
+	r = chunk == 0 ? spn_smb_peek_sole(smb, page) : -ENOENT;
+	t->sole = r == 0;
+	if (r == 0)
+		t->layout = SPN_SMB_PAGE_DIV1;
+	else if (r == -ENOENT)
+		r = spn_smb_try_acquire_read(smb, page, chunk, &t->layout);
 	if (r == -EINVAL)
 		info->why = "page outside the SMB or chunk outside the page layout";
 	else if (r == -EBUSY)
@@ -295,6 +301,10 @@ int smb_chunk_commit_copy_out(struct spn_smb *smb, const struct smb_chunk_taken 
 	/* Always give the chunk back, valid or not. The page word also moves
 	 * when the producer takes or completes other chunks of the page, so
 	 * retry within the usual budget; never wait for the producer. */
+	if (t->sole) {
+		spn_smb_free_sole(smb, t->page);
+		fr = 0;
+	}
 	for (attempt = 0; attempt < SPN_SMB_CAS_MAX_ATTEMPTS && fr == -EAGAIN; attempt++)
 		fr = spn_smb_try_free(smb, t->page, t->layout, t->chunk,
 				      SPN_SMB_BEING_READ);

@@ -623,6 +623,72 @@ static void test_commit_copy(void **state)
 	guard_unmap(g.map);
 }
 
+/* One-chunk pages are read in place: taking one leaves it Complete (no
+ * locked instruction, nobody else may touch it), giving it back zeroes its
+ * header and the page word; pages of several chunks still go through
+ * BeingRead. */
+static void test_commit_sole_page(void **state)
+{
+	static struct cbuf c;
+	static uint8_t hdr[8], payload[4096];
+	struct guarded_smb g;
+	struct smb_chunk_info info;
+	struct smb_chunk_taken t;
+	uint32_t w;
+
+	(void)state;
+	gsmb_open(&g);
+	assert_int_equal(spn_smb_try_partition(&g.smb, 0, SPN_SMB_PAGE_DIV1), 0);
+	cb_header(&c, 46, 5, 1, 0);
+	cb_frag4(&c, 10, 0x44);
+	put_chunk(&g.smb, 0, SPN_SMB_PAGE_DIV1, 0, &c, false);
+	assert_int_equal(spn_smb_peek_sole(&g.smb, 0), -EBUSY);
+	assert_int_equal(spn_smb_peek_sole(&g.smb, 1), -EINVAL);
+	assert_int_equal(smb_chunk_commit_take(&g.smb, 0, 0, &t, &info), -EBUSY);
+	assert_int_equal(spn_smb_try_complete(&g.smb, 0, SPN_SMB_PAGE_DIV1, 0), 0);
+	/* Chunk 1 is not in a one-chunk layout. */
+	assert_int_equal(smb_chunk_commit_take(&g.smb, 0, 1, &t, &info), -EINVAL);
+	w = spn_smb_page_load(&g.smb, 0, memory_order_relaxed);
+	assert_int_equal(smb_chunk_commit_take(&g.smb, 0, 0, &t, &info), 0);
+	assert_true(t.sole);
+	assert_int_equal(t.size, 4088);
+	assert_int_equal(spn_smb_page_load(&g.smb, 0, memory_order_relaxed), w);
+	assert_int_equal(smb_chunk_commit_copy_out(&g.smb, &t, hdr, payload,
+						   sizeof(payload), &info), 0);
+	assert_true(info.freed);
+	assert_int_equal(payload[4], 0x44);
+	assert_int_equal(spn_smb_page_load(&g.smb, 0, memory_order_relaxed), 0);
+	assert_int_equal(atomic_load(&spn_smb_chunk(&g.smb, 0, 1, 0)->chunk_id), 0);
+	assert_int_equal(atomic_load(&spn_smb_chunk(&g.smb, 0, 1, 0)->writer_id), 0);
+	assert_int_equal(atomic_load(&spn_smb_chunk(&g.smb, 0, 1, 0)->packets), 0);
+
+	/* A producer that breaks the ABI and re-partitions the page during
+	 * the copy loses that change; the page comes back free. */
+	assert_int_equal(spn_smb_try_partition(&g.smb, 0, SPN_SMB_PAGE_DIV1), 0);
+	put_chunk(&g.smb, 0, SPN_SMB_PAGE_DIV1, 0, &c, true);
+	assert_int_equal(smb_chunk_commit_take(&g.smb, 0, 0, &t, &info), 0);
+	atomic_store(&spn_smb_page(&g.smb, 0)->header_bitmap,
+		     (uint32_t)SPN_SMB_PAGE_DIV2 << 28 | 1u);
+	assert_int_equal(smb_chunk_commit_copy_out(&g.smb, &t, hdr, payload,
+						   sizeof(payload), &info), 0);
+	assert_int_equal(spn_smb_page_load(&g.smb, 0, memory_order_relaxed), 0);
+
+	/* Two chunks in the page: taken through BeingRead, as before. */
+	assert_int_equal(spn_smb_try_partition(&g.smb, 0, SPN_SMB_PAGE_DIV2), 0);
+	put_chunk(&g.smb, 0, SPN_SMB_PAGE_DIV2, 0, &c, true);
+	assert_int_equal(spn_smb_peek_sole(&g.smb, 0), -ENOENT);
+	assert_int_equal(smb_chunk_commit_take(&g.smb, 0, 0, &t, &info), 0);
+	assert_false(t.sole);
+	assert_int_equal(spn_smb_word_state(spn_smb_page_load(&g.smb, 0,
+							      memory_order_relaxed), 0),
+			 SPN_SMB_BEING_READ);
+	assert_int_equal(smb_chunk_commit_copy_out(&g.smb, &t, hdr, payload,
+						   sizeof(payload), &info), 0);
+	assert_true(info.freed);
+	assert_int_equal(spn_smb_page_load(&g.smb, 0, memory_order_relaxed), 0);
+	guard_unmap(g.map);
+}
+
 static void test_scrape_copy(void **state)
 {
 	static struct cbuf c;
@@ -730,6 +796,7 @@ int main(void)
 		cmocka_unit_test(test_validate_drop_and_flags),
 		cmocka_unit_test(test_guard_page),
 		cmocka_unit_test(test_commit_copy),
+		cmocka_unit_test(test_commit_sole_page),
 		cmocka_unit_test(test_scrape_copy),
 		cmocka_unit_test(test_hostile_words),
 	};

@@ -246,12 +246,15 @@ static void test_two_threads_same_pages(void **state)
 #define PIPE_CHUNKS 40000u /* chunks the producer writes */
 
 static _Atomic uint32_t pipe_errors; /* failures either side saw */
+static uint32_t pipe_layout;	     /* SPN_SMB_PAGE_DIV1 or DIV4 */
 
-/* Producer: Div4 pages, one chunk per packet-ish: 3 fragments whose bytes
- * derive from the chunk id. */
+/* Producer: pages in pipe_layout, one chunk per packet-ish: 3 fragments
+ * whose bytes derive from the chunk id. With DIV1 the service reads the
+ * pages in place (no BeingRead) and frees them with plain stores, while
+ * this thread CASes the same words to partition and take them. */
 static void *pipe_producer(void *arg)
 {
-	uint32_t id = 0, page = 0, chunk = 0;
+	uint32_t id = 0, page = 0, chunk = 0, n = spn_smb_layout_chunks(pipe_layout);
 
 	(void)arg;
 	while (id < PIPE_CHUNKS && atomic_load(&pipe_errors) == 0) {
@@ -259,8 +262,8 @@ static void *pipe_producer(void *arg)
 		uint8_t *pl;
 		int r;
 
-		(void)spn_smb_try_partition(&g_smb, page, SPN_SMB_PAGE_DIV4);
-		r = spn_smb_try_acquire_write(&g_smb, page, SPN_SMB_PAGE_DIV4, chunk, 7, id,
+		(void)spn_smb_try_partition(&g_smb, page, pipe_layout);
+		r = spn_smb_try_acquire_write(&g_smb, page, pipe_layout, chunk, 7, id,
 					      spn_smb_packets(0, 0), &h);
 		if (r == 0) {
 			uint32_t k;
@@ -271,14 +274,14 @@ static void *pipe_producer(void *arg)
 				pl[k * 11] = 10; /* compact prefix: 10 bytes */
 				memset(pl + k * 11 + 1, (uint8_t)(id + k), 10);
 			}
-			while ((r = spn_smb_try_complete(&g_smb, page, SPN_SMB_PAGE_DIV4,
+			while ((r = spn_smb_try_complete(&g_smb, page, pipe_layout,
 							  chunk)) == -EAGAIN)
 				;
 			if (r != 0)
 				atomic_fetch_add(&pipe_errors, 1);
 			id++;
 		}
-		if (++chunk == 4) {
+		if (++chunk == n) {
 			chunk = 0;
 			page = (page + 1) % NPAGES;
 		}
@@ -291,10 +294,11 @@ static void *pipe_producer(void *arg)
 static void *pipe_service(void *arg)
 {
 	static uint8_t seen[PIPE_CHUNKS];
-	uint8_t copy[1020];
-	uint32_t got = 0, page = 0, chunk = 0;
+	static uint8_t copy[PAGE_SIZE];
+	uint32_t got = 0, page = 0, chunk = 0, n = spn_smb_layout_chunks(pipe_layout);
 
 	(void)arg;
+	memset(seen, 0, sizeof(seen));
 	while (got < PIPE_CHUNKS && atomic_load(&pipe_errors) == 0) {
 		struct smb_chunk_info info;
 		int r = smb_chunk_commit_copy(&g_smb, page, chunk, copy, sizeof(copy), &info);
@@ -317,7 +321,7 @@ static void *pipe_service(void *arg)
 		} else if (r != -EBUSY && r != -EAGAIN && r != -EINVAL) {
 			atomic_fetch_add(&pipe_errors, 1);
 		}
-		if (++chunk == 4) {
+		if (++chunk == n) {
 			chunk = 0;
 			page = (page + 1) % NPAGES;
 		}
@@ -325,13 +329,13 @@ static void *pipe_service(void *arg)
 	return NULL;
 }
 
-static void test_producer_service_pipeline(void **state)
+static void run_pipeline(uint32_t layout)
 {
 	pthread_t t[2];
 	uint32_t p;
 	void *base = aligned_alloc(4096, NPAGES * PAGE_SIZE);
 
-	(void)state;
+	pipe_layout = layout;
 	assert_non_null(base);
 	memset(base, 0, NPAGES * PAGE_SIZE);
 	assert_int_equal(spn_smb_init(&g_smb, base, NPAGES * PAGE_SIZE, PAGE_SIZE), 0);
@@ -346,11 +350,25 @@ static void test_producer_service_pipeline(void **state)
 	free(base);
 }
 
+static void test_producer_service_pipeline(void **state)
+{
+	(void)state;
+	run_pipeline(SPN_SMB_PAGE_DIV4);
+}
+
+/* One-chunk pages: the service's lock-free read-in-place path. */
+static void test_producer_service_pipeline_div1(void **state)
+{
+	(void)state;
+	run_pipeline(SPN_SMB_PAGE_DIV1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_two_threads_same_pages),
 		cmocka_unit_test(test_producer_service_pipeline),
+		cmocka_unit_test(test_producer_service_pipeline_div1),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
