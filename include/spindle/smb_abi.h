@@ -360,7 +360,8 @@ static inline int _spn_smb_cut(struct spn_smb *smb, uint32_t page, uint32_t layo
 	return 0;
 }
 
-/* Writes the header of a chunk just taken for writing. */
+/* Writes a chunk's header: of a chunk just taken for writing, or zeroed
+ * (0, 0, 0) when the service gives a chunk back. */
 static inline void _spn_smb_write_header(struct spn_smb_chunk_header *hdr,
 					 uint16_t writer_id, uint32_t chunk_id,
 					 uint16_t packets)
@@ -551,12 +552,9 @@ static inline int spn_smb_try_free(struct spn_smb *smb, uint32_t page,
 	    spn_smb_word_state(old, chunk) != from)
 		return -EBUSY;
 	hdr = spn_smb_chunk(smb, page, layout, chunk);
-	/* Relaxed: published by the release CAS below. */
-	atomic_store_explicit(&hdr->chunk_id, 0, memory_order_relaxed);
-	atomic_store_explicit(&hdr->writer_id, 0, memory_order_relaxed);
-	/* Release (spec §5): a scraper that acquire-loads packets == 0 also
-	 * sees the zeroed ids. */
-	atomic_store_explicit(&hdr->packets, 0, memory_order_release);
+	/* Zeroed ids, then packets 0 with release (spec §5): a scraper that
+	 * acquire-loads packets == 0 also sees the zeroed ids. */
+	_spn_smb_write_header(hdr, 0, 0, 0);
 	new_word = old & ~(3u << (chunk * 2u));
 	if ((new_word & SPN_SMB_STATES_MASK) == 0)
 		new_word = 0; /* last chunk out: un-partition */
@@ -611,13 +609,9 @@ static inline int spn_smb_peek_sole(const struct spn_smb *smb, uint32_t page)
  */
 static inline void spn_smb_free_sole(struct spn_smb *smb, uint32_t page)
 {
-	struct spn_smb_chunk_header *hdr =
-		spn_smb_chunk(smb, page, SPN_SMB_PAGE_DIV1, 0);
-
-	/* Relaxed: published by the release store below. */
-	atomic_store_explicit(&hdr->chunk_id, 0, memory_order_relaxed);
-	atomic_store_explicit(&hdr->writer_id, 0, memory_order_relaxed);
-	atomic_store_explicit(&hdr->packets, 0, memory_order_relaxed);
+	/* As in spn_smb_try_free(): ids, then packets 0 with release. */
+	_spn_smb_write_header(spn_smb_chunk(smb, page, SPN_SMB_PAGE_DIV1, 0),
+			      0, 0, 0);
 	/* Release: our copy of the chunk and the zeroed header happen-before
 	 * it; pairs with the acquire CAS of the producer's next
 	 * spn_smb_try_partition(), which expects exactly this 0. */

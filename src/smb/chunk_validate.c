@@ -298,9 +298,11 @@ int smb_chunk_commit_copy_out(struct spn_smb *smb, const struct smb_chunk_taken 
 		memcpy(hdr, src, SPN_SMB_CHUNK_HEADER_SIZE);
 		memcpy(payload, src + SPN_SMB_CHUNK_HEADER_SIZE, len);
 	}
-	/* Always give the chunk back, valid or not. The page word also moves
-	 * when the producer takes or completes other chunks of the page, so
-	 * retry within the usual budget; never wait for the producer. */
+	/* Always give the chunk back, valid or not. A one-chunk page read in
+	 * place is ours alone until then: plain stores. Otherwise the page
+	 * word also moves when the producer takes or completes other chunks
+	 * of the page, so retry within the usual budget; never wait for the
+	 * producer. */
 	if (t->sole) {
 		spn_smb_free_sole(smb, t->page);
 		fr = 0;

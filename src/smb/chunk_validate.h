@@ -11,13 +11,13 @@
 //
 // Threads: the commit and scrape copies run on the service thread that owns
 // the producer (one at a time per SMB); the producer's threads run
-// concurrently. A commit copy reads a chunk the producer has handed over:
-// in BeingRead, ordered by the acquire CAS that took it, or, on a page of one
+// concurrently. A commit copy reads a chunk the producer has handed over: in
+// BeingRead, ordered by the acquire CAS that took it, or, on a page of one
 // chunk, still Complete, ordered by an acquire load of the page word (nobody
 // else may write such a page until the service frees it, so the locked
-// instruction would buy nothing; smb_abi.h, spn_smb_peek_sole). A scrape copy of a BeingWritten
-// chunk deliberately copies bytes the producer may still be writing (its
-// last fragment); those bytes are never used (count - 1), but a
+// instruction would buy nothing; smb_abi.h, spn_smb_peek_sole). A scrape copy
+// of a BeingWritten chunk deliberately copies bytes the producer may still be
+// writing (its last fragment); those bytes are never used (count - 1), but a
 // ThreadSanitizer run that scrapes concurrently with a writer reports that
 // race, so the concurrency tests do not scrape.
 #ifndef SPN_SMB_CHUNK_VALIDATE_H
@@ -121,13 +121,13 @@ struct smb_chunk_taken {
 
 /*
  * Commit path, first half: takes Complete chunk `chunk` of page `page` for
- * reading (chunk 0 of a one-chunk page with a load, leaving it Complete;
- * any other with the CAS to BeingRead) and fills *t (t->size tells the caller how much room the copy
- * needs). The caller must then call smb_chunk_commit_finish(), which gives
- * the chunk back. Returns 0, or with nothing taken (info->why set): -EINVAL
- * (page not in the SMB or chunk not in the page's layout: ignore the
- * entry), -EBUSY (the chunk is not Complete), -EAGAIN (the page word
- * changed under us; retry).
+ * reading (chunk 0 of a one-chunk page with a load, leaving it Complete; any
+ * other with the CAS to BeingRead) and fills *t (t->size tells the caller how
+ * much room the copy needs). The caller must then call
+ * smb_chunk_commit_finish(), which gives the chunk back. Returns 0, or with
+ * nothing taken (info->why set): -EINVAL (page not in the SMB or chunk not in
+ * the page's layout: ignore the entry), -EBUSY (the chunk is not Complete),
+ * -EAGAIN (the page word changed under us; retry).
  */
 int smb_chunk_commit_take(struct spn_smb *smb, uint32_t page, uint32_t chunk,
 			  struct smb_chunk_taken *t, struct smb_chunk_info *info);
@@ -157,16 +157,17 @@ int smb_chunk_commit_copy_out(struct spn_smb *smb, const struct smb_chunk_taken 
 			      struct smb_chunk_info *info);
 
 /*
- * Commit path in one call (take, then finish into one buffer): takes
- * Complete chunk `chunk` of page `page` for reading,
- * copies it (whole, header included) to dst, frees it, then validates the
- * copy. The chunk is freed whatever its content; info->freed is false only
- * if a hostile producer kept changing the page word or moved the chunk out
- * of BeingRead (a one-chunk page is freed with plain stores, always). Returns what smb_chunk_validate() returns (info->size bytes
- * are in dst), or, with nothing copied: -EINVAL (page not in the SMB or
- * chunk not in the page's layout: ignore the entry), -EBUSY (the chunk is
- * not Complete), -EAGAIN (the page word changed under us; retry), -ENOSPC
- * (the chunk is larger than cap; it is freed and its data lost).
+ * Commit path in one call (take, then finish into one buffer): takes Complete
+ * chunk `chunk` of page `page` for reading, copies it (whole, header
+ * included) to dst, frees it, then validates the copy. The chunk is freed
+ * whatever its content; info->freed is false only if a hostile producer kept
+ * changing the page word or moved the chunk out of BeingRead (a one-chunk
+ * page is freed with plain stores, always). Returns what smb_chunk_validate()
+ * returns (info->size bytes are in dst), or, with nothing copied: -EINVAL
+ * (page not in the SMB or chunk not in the page's layout: ignore the entry),
+ * -EBUSY (the chunk is not Complete), -EAGAIN (the page word changed under
+ * us; retry), -ENOSPC (the chunk is larger than cap; it is freed and its data
+ * lost).
  */
 int smb_chunk_commit_copy(struct spn_smb *smb, uint32_t page, uint32_t chunk,
 			  void *dst, size_t cap, struct smb_chunk_info *info);
