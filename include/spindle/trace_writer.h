@@ -65,6 +65,11 @@ extern "C" {
 /* How far ahead of the cursor a small packet asks for its chunk's line for
  * writing (spn_tw_small_begin; on x86 only where the CPU has PREFETCHW). */
 #define SPN_TW_PREFETCH_AHEAD 256u
+/* Slots of a writer's standby ring and of its hand-off ring (a power of
+ * two): how many chunks the I/O thread may park for it ahead of time, and
+ * how many full chunks it may leave for the I/O thread between two drains
+ * (arbiter.h, "Standby chunks" and "Hand-off"). */
+#define SPN_TW_RING 32u
 /* Bytes of the private sink a dropped packet is written into. */
 #define SPN_TW_SCRATCH_SIZE 512u
 
@@ -109,6 +114,12 @@ struct spn_tw_pend {
 	uint32_t chunk;	  /* index of the chunk in its page */
 };
 
+/* A full chunk the owner left for the I/O thread (arbiter.h, "Hand-off"). */
+struct spn_tw_handoff {
+	uint64_t loc;  /* its location word (smb_standby_word) */
+	uint64_t meta; /* its chunk id | its target buffer << 32 */
+};
+
 /* Counters of one writer (owner thread only; read them from that thread
  * or after it is joined). */
 struct spn_tw_stats {
@@ -124,7 +135,7 @@ struct spn_tw_stats {
 	uint64_t patches_ipc;	  /* sizes sent as CommitData patches (they
 				   * ride on the commit of the chunk being
 				   * written when they close) */
-	uint64_t standby_used;	  /* chunks taken from `standby` (the I/O
+	uint64_t standby_used;	  /* chunks taken from the standby ring (the I/O
 				   * thread had acquired them for us) */
 	uint64_t reserved;	  /* chunks taken ahead at a soft end */
 };
@@ -161,29 +172,37 @@ struct spn_tw {
 	_Atomic uint32_t reclaim;
 	struct spn_tw_level nest[SPN_TW_MAX_NESTING]; /* open messages */
 
-	/* ---- the exchange line: the words the I/O thread and the owner
-	 * pass chunks through, on a line that each side touches about once
-	 * per chunk (the slow-path fields after them too are written only at
-	 * chunk changes). Not on the hot line: the drain
-	 * reads these words whenever it looks for hand-offs, and a read of
-	 * the hot line would make the owner's next event wait for the line
-	 * to come back (sdk_bench: raw16 p99 30-40 -> 10 ns) ---- */
-	/* a chunk the I/O thread acquired for this writer ahead of time
-	 * (arbiter.h, "Standby chunks"): 0, or its location word. The I/O
-	 * thread stores a chunk (release) only while it is 0; the owner
-	 * takes it (acquire load, then stores 0) only inside a packet; the
-	 * I/O thread takes it back only while it holds reclaim == STEALING
-	 * or after the writer retired. */
-	_Alignas(64) _Atomic uint64_t standby;
-	/* the full chunk this writer left for the I/O thread to complete
-	 * and queue when it took its standby chunk (arbiter.h, "Hand-off"):
-	 * 0, or its location word (as standby). The owner stores one
-	 * (release) only while it is 0, and before it clears standby; the
-	 * I/O thread (or the owner at retirement) takes it by exchange */
-	_Atomic uint64_t handoff;
-	/* the hand-off chunk's id | its target buffer << 32; written before
-	 * handoff, read after taking it */
-	_Atomic uint64_t handoff_meta;
+	/* ---- the exchange rings: the words the I/O thread and the owner
+	 * pass chunks through (arbiter.h, "Standby chunks" and "Hand-off").
+	 * Two single-producer single-consumer rings of SPN_TW_RING slots,
+	 * indexes free-running (slot = index % SPN_TW_RING). Each side's
+	 * words are on lines of their own, away from the hot line: the drain
+	 * reads them whenever it looks for hand-offs, and a read of the hot
+	 * line would make the owner's next event wait for the line to come
+	 * back (sdk_bench: raw16 p99 30-40 -> 10 ns) ---- */
+	/* Written by the I/O thread. Standby chunks parked so far: it fills
+	 * sb_slot[sb_tail % SPN_TW_RING] (a location word, smb_standby_word:
+	 * a chunk it acquired for this writer ahead of time), then stores
+	 * sb_tail + 1 (release), only while sb_tail - sb_head < SPN_TW_RING */
+	_Alignas(64) _Atomic uint32_t sb_tail;
+	/* hand-offs taken so far: the drain, or the owner at retirement,
+	 * copies ho_slot[ho_head .. ho_tail) and then moves it with a CAS
+	 * (acq_rel: both may try, one wins) */
+	_Atomic uint32_t ho_head;
+	uint64_t sb_slot[SPN_TW_RING]; /* the standby ring's location words */
+	/* Written by the owner. Standby chunks taken so far: it reads
+	 * sb_slot[sb_head % SPN_TW_RING] after an acquire load of sb_tail,
+	 * only inside a packet, then stores sb_head + 1 (release). The I/O
+	 * thread gives the rest back (sb_head = sb_tail) only while it holds
+	 * reclaim == STEALING or after the writer retired */
+	_Alignas(64) _Atomic uint32_t sb_head;
+	/* full chunks left for the I/O thread to complete and queue when the
+	 * owner took a standby chunk: it fills ho_slot[ho_tail % SPN_TW_RING],
+	 * then stores ho_tail + 1 (release) before it takes the standby
+	 * chunk (the I/O thread parks standby chunks only while they fit in
+	 * the ring beside the hand-offs out, so the ring has room) */
+	_Atomic uint32_t ho_tail;
+	struct spn_tw_handoff ho_slot[SPN_TW_RING]; /* the hand-off ring */
 
 	/* ---- slow path (owner thread; the I/O thread reads the chunk
 	 * location only while it holds reclaim == STEALING) ---- */
@@ -202,10 +221,14 @@ struct spn_tw {
 	uint32_t layout;		/* that page's layout */
 	uint32_t page_hint;		/* where the next chunk search starts */
 	/* the chunk taken at the soft end for the next chunk change
-	 * (arbiter.h, "Reserved chunks"): 0, or its location word (as
-	 * standby). The I/O thread frees it and stores 0 only while it holds
-	 * reclaim == STEALING, or after the writer retired */
+	 * (arbiter.h, "Reserved chunks"): 0, or its location word
+	 * (smb_standby_word). The I/O thread frees it and stores 0 only while
+	 * it holds reclaim == STEALING, or after the writer retired */
 	uint64_t reserve;
+	/* sb_tail as the owner last loaded it: a lower bound that spares it
+	 * a load of the I/O thread's line at most chunk changes
+	 * (smb_standby_next) */
+	uint32_t sb_seen;
 	/* real end of the writable area; in a chunk of SPN_TW_SOFT_CHUNK
 	 * bytes or more, `end` stops SPN_TW_SOFT_END short of it until the
 	 * slow path has reserved the next chunk */
@@ -231,13 +254,13 @@ struct spn_tw {
 
 #ifndef __cplusplus
 /* Writers are 64-byte aligned (smb_arbiter_create_writer); the hot path's
- * fields, in_packet and reclaim share the first line; standby, handoff and
- * handoff_meta start the next line of their own. */
+ * fields, in_packet and reclaim share the first line; the rings' words
+ * start lines of their own, the I/O thread's apart from the owner's. */
 _Static_assert(offsetof(struct spn_tw, reclaim) + sizeof(uint32_t) <= 64,
 	       "the hot fields of a trace writer fill one cache line");
-_Static_assert(offsetof(struct spn_tw, handoff_meta) + sizeof(uint64_t) <=
-		       offsetof(struct spn_tw, standby) + 64,
-	       "the exchange words of a trace writer share one cache line");
+_Static_assert(offsetof(struct spn_tw, sb_slot) + sizeof(uint64_t) * SPN_TW_RING <=
+		       offsetof(struct spn_tw, sb_head),
+	       "the owner's ring words are not on the I/O thread's lines");
 #endif
 
 /* ---- Out of line (src/smb/trace_writer.c) ------------------------------ */

@@ -54,23 +54,29 @@
 // cost is cache misses on lines other threads wrote last: the next page word
 // (the service freed it), the chunk's node (the drain marked it IDLE). So
 // while writers are few (live writers * SMB_STANDBY_RATIO <= chunks of the
-// SMB) and the SMB is not short (no pressure), the drain takes a free chunk
-// for every writer whose chunk it just listed and parks it in the writer's
-// `standby` word: BeingWritten, our writer id, chunk id 0 and packets 0 (no
-// scraper takes anything from it). At its next chunk change the writer
-// takes it with one acquire load and a store of 0 instead of a search and a
-// CAS, writes the chunk id and publishes packets. A standby chunk goes back
-// to Free unused (BeingWritten -> Free, smb-abi.h) when the writer is
+// SMB) and the SMB is not short (no pressure), the drain takes free chunks
+// for every writer whose chunks it just listed and parks them in the
+// writer's standby ring (trace_writer.h: a single-producer single-consumer
+// ring of SPN_TW_RING location words): BeingWritten, our writer id, chunk
+// id 0 and packets 0 (no scraper takes anything from them). It parks as
+// many as it listed of that writer, what the writer will likely fill again
+// before the next drain, at least one, at most the writer's share of a
+// quarter of the SMB. At its next chunk change the writer takes one with
+// an acquire load of the ring's tail (mostly not even that: it remembers
+// the tail it saw) and a release store of its head, instead of a search
+// and a CAS, writes the chunk id and publishes packets. Standby chunks go
+// back to Free unused (BeingWritten -> Free, smb-abi.h) when the writer is
 // robbed by reclaim (it is idle, or the SMB runs short) or retires.
 //
-// Reserved chunks. The drain parks a standby chunk only as often as it
-// runs: once per commit period in the SDK, so a writer that fills more
-// than a chunk per period (or one whose drain finds no core free) mostly
-// finds none, and its chunk change searched the pages and won a chunk
-// with a CAS, misses on lines the service and the drain wrote last, ~100
-// ns in all (sdk_bench, slice events: the chunk-change median). So a
-// writer's chunk ends early at a soft end, SPN_TW_SOFT_END bytes before
-// its real end; the slow path that meets it takes the next chunk then
+// Reserved chunks. The drain parks standby chunks only as often as it runs
+// (once per commit period in the SDK), so a writer that fills more chunks
+// in a period than the drain listed of it in the last one (or one whose
+// drain finds no core free) runs out; its chunk change then searched the
+// pages and won a chunk with a CAS, misses on lines the service and the
+// drain wrote last, ~100 ns in all (sdk_bench, slice events: the
+// chunk-change median). So a writer's chunk ends early at a soft end,
+// SPN_TW_SOFT_END bytes before its real end; the slow path that meets it
+// with no standby chunk parked takes the next chunk then
 // (smb_arbiter_reserve_w), as the drain would, into the writer's own
 // `reserve` word, and writes on to the real end. The chunk change takes
 // it with plain loads and stores. The cost is the same search, paid by an
@@ -82,25 +88,28 @@
 // Hand-off. Queueing the full chunk at a chunk change costs as much again:
 // a CAS on its page word and one on the queue head, lines the service and
 // the drain wrote last, and node stores that the second CAS must wait for.
-// So a writer that takes its standby chunk at a packet boundary, with no
+// So a writer that takes a standby chunk at a packet boundary, with no
 // patches riding on the full chunk (none can refer to it later either: no
-// size of it is open), leaves the full chunk in its own `handoff` word
-// instead (the chunk still BeingWritten) and goes on; the drain, which
-// watches the writers it parked a standby chunk for, takes the word by
-// exchange, marks the chunk Complete, fills its node and lists it like a
-// queued one. The writer's side is a few stores to words of its own and
-// no barrier: the store buffer absorbs the misses on them. Its order
-// (handoff, then standby cleared with release) lets a drain that sees the
-// standby gone see the hand-off. A writer that finds its handoff word
-// still taken falls back to the queue; one that retires takes its
-// hand-off back and queues it itself. There is no wake check either (it
-// would need a fence, and the fence would wait for those misses): an I/O
-// thread that is awake drains within a commit period anyway, and one that
-// sleeps (nothing was queued for a whole period) gets the chunk with the
-// next push that wakes it, at the latest this writer's next chunk change
-// (which finds no standby chunk and queues), or with the next flush. So a
-// hand-off waits at most as long as a partial chunk would, and each
-// watched writer has at most one out.
+// size of it is open), leaves the full chunk in its own hand-off ring
+// instead (the chunk still BeingWritten; the ring's slot holds its
+// location and chunk id) and goes on; the drain, which watches the writers
+// it parked standby chunks for, takes every hand-off out (a CAS on the
+// ring's head, which a retiring writer may race), marks the chunks
+// Complete, fills their nodes and lists them like queued ones, oldest
+// first. The writer's side is a few stores to words of its own and no
+// locked instruction nor barrier: the store buffer absorbs the misses on
+// them. Its order (the hand-off's tail, then the standby ring's head, both
+// release) lets a drain that sees the last standby chunk taken see the
+// hand-off. The ring always has room: the drain parks standby chunks only
+// while they and the hand-offs out fit in it together, and each hand-off
+// takes one of them. A writer that retires takes its hand-offs back and
+// queues them itself. There is no wake check either (it would need a
+// fence, and the fence would wait for those misses): an I/O thread that is
+// awake drains within a commit period anyway, and one that sleeps (nothing
+// was queued for a whole period) gets the chunks with the next push that
+// wakes it, at the latest this writer's next chunk change that finds no
+// standby chunk and queues, or with the next flush. So a hand-off waits at
+// most as long as a partial chunk would.
 #ifndef SPN_SMB_ARBITER_H
 #define SPN_SMB_ARBITER_H
 
@@ -143,7 +152,11 @@
 #define SMB_FREE_SCAN_PAGES 64u
 /* Standby chunks (see the top) while live writers * this <= SMB chunks. */
 #define SMB_STANDBY_RATIO 4u
-/* Writers one drain parks a standby chunk for, at most. */
+/* Standby chunks a drain parks for a writer whose chunk it listed, at least
+ * (fewer where the writer's share of the SMB is smaller; see
+ * smb_standby_want). */
+#define SMB_STANDBY_MIN 4u
+/* Writers one drain parks standby chunks for, at most. */
 #define SMB_STANDBY_PER_DRAIN 32u
 
 /* Kinds of queue nodes. */
@@ -231,6 +244,9 @@ struct smb_arbiter_opts {
 	bool force_heavy_fence;
 	/* never park standby chunks (tests that count chunks exactly) */
 	bool no_standby;
+	/* standby chunks a drain parks at least for a writer whose chunk it
+	 * listed; 0: SMB_STANDBY_MIN (tests set 1 to follow one chunk) */
+	uint32_t standby_min;
 };
 
 /* Counters of an arbiter (relaxed atomics; any thread may read them). */
@@ -285,10 +301,12 @@ struct smb_arbiter {
 	uint64_t free_cached;		/* their sum */
 	uint32_t free_cursor;		/* next page the estimate refreshes */
 	uint32_t nrefill;		/* writer ids in refill[] */
-	/* writers whose chunk this drain listed: candidates for a standby */
+	/* writers whose chunks this drain listed: candidates for standby
+	 * chunks, and how many chunks of each it listed */
 	uint16_t refill[SMB_STANDBY_PER_DRAIN];
-	/* writers the drain parked a standby chunk for and still watches for
-	 * a hand-off (see the top), and which ids are among them */
+	uint16_t refill_n[SMB_STANDBY_PER_DRAIN];
+	/* writers the drain parked standby chunks for and still watches for
+	 * hand-offs (see the top), and which ids are among them */
 	uint16_t *watch;
 	uint8_t *watched;
 	uint32_t nwatch;		/* ids in watch[] */
@@ -461,9 +479,9 @@ static inline void smb_standby_loc(struct spn_smb *smb, uint64_t w, struct smb_l
 void smb_arbiter_reserve_w(struct smb_arbiter *arb, struct spn_tw *tw);
 
 /*
- * Writer, at a packet boundary with its chunk full: if its standby chunk is
- * parked, its handoff word is free and no patches ride on the full chunk,
- * leaves the full chunk to the drain (see "Hand-off" at the top), takes the
+ * Writer, at a packet boundary with its chunk full: if a standby chunk is
+ * parked and no patches ride on the full chunk, leaves the full chunk to
+ * the drain in its hand-off ring (see "Hand-off" at the top), takes the
  * standby chunk into *loc as smb_arbiter_acquire_w() would (chunk id and
  * packets still to publish). Returns false, with nothing done, otherwise.
  */
@@ -472,7 +490,7 @@ bool smb_arbiter_handoff_w(struct smb_arbiter *arb, struct spn_tw *tw,
 
 /*
  * Writes the chunk id and packets of a chunk taken from the writer's standby
- * (loc->standby; otherwise the acquisition wrote them already). Call it
+ * ring or reserve (loc->standby; otherwise the acquisition wrote them already). Call it
  * before writing into the chunk.
  */
 void smb_arbiter_publish_w(const struct smb_loc *loc, uint32_t chunk_id, uint16_t packets);
@@ -501,7 +519,7 @@ static inline uint64_t smb_node_word(uint16_t writer_id, uint32_t chunk_id,
 	return (uint64_t)chunk_id << 32 | (uint64_t)writer_id << 8 | (uint64_t)st;
 }
 
-/* Queues tw's hand-off chunk itself if the drain has not taken it yet
+/* Queues tw's hand-off chunks itself if the drain has not taken them yet
  * (destroy, before the current chunk, so chunk ids stay in order). */
 void smb_arbiter_take_back_w(struct smb_arbiter *arb, struct spn_tw *tw);
 

@@ -1173,13 +1173,35 @@ static void cross_soft_end(struct env *e, struct spn_tw *tw)
 		both(e, tw, script_blob, &small, NULL, NULL);
 }
 
+/* Arbiter options of the tests that follow one standby chunk at a time
+ * (test_standby_ring has the default, SMB_STANDBY_MIN). */
+static const struct smb_arbiter_opts one_standby = { .standby_min = 1 };
+
+/* Standby chunks parked for tw and not taken yet. */
+static uint32_t standby_count(struct spn_tw *tw)
+{
+	return atomic_load(&tw->sb_tail) - atomic_load(&tw->sb_head);
+}
+
+/* The location word of the next standby chunk parked for tw (0: none). */
+static uint64_t standby_peek(struct spn_tw *tw)
+{
+	return standby_count(tw) ? tw->sb_slot[atomic_load(&tw->sb_head) % SPN_TW_RING] : 0;
+}
+
+/* Full chunks tw handed off that no drain has taken yet. */
+static uint32_t handoffs_out(struct spn_tw *tw)
+{
+	return atomic_load(&tw->ho_tail) - atomic_load(&tw->ho_head);
+}
+
 /* Standby chunks (arbiter.h): the drain parks a chunk for a writer whose
  * chunk it listed, the writer's next chunk change takes it, reclaim and
  * retirement give it back to Free unused, and none is parked while
  * writers are many. */
 static void test_standby_chunks(void **state)
 {
-	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, &one_standby, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1), *many[17];
 	size_t big = payload_of(e) - 64, small = 30;
 	struct smb_loc loc;
@@ -1191,13 +1213,13 @@ static void test_standby_chunks(void **state)
 	/* No chunk listed yet: nothing parked. */
 	both(e, tw, script_blob, &big, NULL, NULL);
 	ts_pump(&e->ts, 0);
-	assert_int_equal(atomic_load(&tw->standby), 0);
+	assert_int_equal(standby_peek(tw), 0);
 	/* The second packet does not fit: chunk 0 is queued, the writer
 	 * searches for chunk 1 itself; the drain then parks one. */
 	both(e, tw, script_blob, &big, NULL, NULL);
 	assert_int_equal(tw->stats.standby_used, 0);
 	ts_pump(&e->ts, 0);
-	w = atomic_load(&tw->standby);
+	w = standby_peek(tw);
 	assert_int_not_equal(w, 0);
 	assert_int_equal(e->arb.stats.standby_parked, 1);
 	smb_standby_loc(&e->arb.smb, w, &loc);
@@ -1214,17 +1236,17 @@ static void test_standby_chunks(void **state)
 	assert_int_equal(tw->page, loc.page);
 	assert_int_equal(tw->chunk, loc.chunk);
 	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 2);
-	assert_int_equal(atomic_load(&tw->handoff), 0);
+	assert_int_equal(handoffs_out(tw), 0);
 	ts_pump(&e->ts, 0);
 	/* Reclaim robs the idle writer of its partial chunk, its standby and
 	 * the chunk it reserved (its big packets crossed soft ends: see
 	 * test_reserved_chunks), which go back to Free. */
-	w = atomic_load(&tw->standby);
+	w = standby_peek(tw);
 	assert_int_not_equal(w, 0);
 	assert_int_not_equal(tw->reserve, 0);
 	smb_standby_loc(&e->arb.smb, w, &loc);
 	assert_int_equal(smb_arbiter_reclaim(&e->arb), 0);
-	assert_int_equal(atomic_load(&tw->standby), 0);
+	assert_int_equal(standby_peek(tw), 0);
 	assert_int_equal(tw->reserve, 0);
 	assert_int_equal(e->arb.stats.standby_returned, 2);
 	assert_int_equal(spn_smb_page_load(&e->arb.smb, loc.page, memory_order_relaxed), 0);
@@ -1237,7 +1259,7 @@ static void test_standby_chunks(void **state)
 	ts_pump(&e->ts, 0);
 	assert_int_equal(e->chunks.v[3].chunk_id, 3);
 	/* A retired writer's standby is freed when the drain retires it. */
-	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	assert_int_not_equal(standby_peek(tw), 0);
 	spn_tw_destroy(tw);
 	ts_pump(&e->ts, 0);
 	assert_int_equal(e->arb.stats.standby_returned, 3);
@@ -1253,7 +1275,7 @@ static void test_standby_chunks(void **state)
 	}
 	ts_pump(&e->ts, 0);
 	for (i = 0; i < 17; i++) {
-		assert_int_equal(atomic_load(&many[i]->standby), 0);
+		assert_int_equal(standby_peek(many[i]), 0);
 		spn_tw_destroy(many[i]);
 	}
 	ts_pump(&e->ts, 0);
@@ -1282,7 +1304,7 @@ static void park_first_standby(struct env *e, struct spn_tw *tw)
 	fill_to_change(e, tw);			/* chunk 0 taken */
 	fill_to_change(e, tw);			/* chunk 0 queued */
 	ts_pump(&e->ts, 0);			/* a standby parked */
-	assert_int_not_equal(atomic_load(&tw->standby), 0);
+	assert_int_not_equal(standby_peek(tw), 0);
 }
 
 /* Packet pkt[0..n) through spn_tw_small_begin(), or the long way when it
@@ -1315,7 +1337,7 @@ static bool small_or_long(struct env *e, struct spn_tw *tw, const uint8_t *pkt,
  */
 static void test_small_packets_change_chunk(void **state)
 {
-	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, &one_standby, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1);
 	struct smb_loc loc;
 	uint64_t reserved;
@@ -1325,7 +1347,7 @@ static void test_small_packets_change_chunk(void **state)
 
 	(void)state;
 	park_first_standby(e, tw);
-	smb_standby_loc(&e->arb.smb, atomic_load(&tw->standby), &loc);
+	smb_standby_loc(&e->arb.smb, standby_peek(tw), &loc);
 	reserved = tw->stats.reserved;
 	for (i = 0; tw->stats.standby_used == 0; i++) {
 		assert_true(i < 4096 / sizeof(pkt));
@@ -1333,7 +1355,7 @@ static void test_small_packets_change_chunk(void **state)
 		small = small_or_long(e, tw, pkt, sizeof(pkt));
 	}
 	/* The last packet opened in the standby chunk, through the small
-	 * path, and chunk 1 waits in the hand-off word. (A packet that fits
+	 * path, and chunk 1 waits in the hand-off ring. (A packet that fits
 	 * the chunk's tail but not with SPN_TW_MIN_ROOM to spare still goes
 	 * the long way, without a chunk change.) */
 	assert_true(small);
@@ -1341,9 +1363,9 @@ static void test_small_packets_change_chunk(void **state)
 	assert_ptr_equal(tw->hdr, loc.hdr);
 	assert_int_equal(tw->count, 1);
 	assert_int_equal(atomic_load(&loc.hdr->chunk_id), 2);
-	assert_int_not_equal(atomic_load(&tw->handoff), 0);
+	assert_int_not_equal(handoffs_out(tw), 0);
 	/* No standby parked (not pumped): the next change falls back. */
-	assert_int_equal(atomic_load(&tw->standby), 0);
+	assert_int_equal(standby_peek(tw), 0);
 	for (i = 0; tw->stats.chunks == 3; i++) {
 		assert_true(i < 4096 / sizeof(pkt));
 		memset(pkt, (int)(i + 77), sizeof(pkt));
@@ -1372,7 +1394,7 @@ static void test_small_packets_change_chunk(void **state)
  */
 static void test_reserved_chunks(void **state)
 {
-	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, &one_standby, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1);
 	size_t before_soft = payload_of(e) - SPN_TW_SOFT_END - 64, small = 30;
 	struct smb_loc loc;
@@ -1408,8 +1430,8 @@ static void test_reserved_chunks(void **state)
 	 * stores 0 into the standby's first size slot (smb_warm_standby):
 	 * the header stays unpublished, so there is still nothing to scrape. */
 	ts_pump(&e->ts, 0);
-	assert_int_not_equal(atomic_load(&tw->standby), 0);
-	smb_standby_loc(&e->arb.smb, atomic_load(&tw->standby), &loc);
+	assert_int_not_equal(standby_peek(tw), 0);
+	smb_standby_loc(&e->arb.smb, standby_peek(tw), &loc);
 	memset((uint8_t *)loc.hdr + SPN_SMB_CHUNK_HEADER_SIZE, 0xAB, 8);
 	cross_soft_end(e, tw);
 	assert_int_equal(tw->stats.reserved, 1);
@@ -1432,7 +1454,7 @@ static void test_reserved_chunks(void **state)
 	ts_pump(&e->ts, 0);			/* hand-off listed, standby parked */
 	assert_int_equal(smb_arbiter_reclaim(&e->arb), 0);
 	assert_int_equal(tw->reserve, 0);
-	assert_int_equal(atomic_load(&tw->standby), 0);
+	assert_int_equal(standby_peek(tw), 0);
 	assert_int_equal(e->arb.stats.standby_returned, 2);
 	assert_int_equal(spn_smb_page_load(&e->arb.smb, loc.page, memory_order_relaxed), 0);
 	ts_pump(&e->ts, 0);
@@ -1467,19 +1489,19 @@ static void test_reserved_chunks(void **state)
 }
 
 /*
- * Hand-off (arbiter.h): a change at a packet boundary that takes the
- * standby chunk leaves the full chunk in the writer's handoff word, still
+ * Hand-off (arbiter.h): a change at a packet boundary that takes a
+ * standby chunk leaves the full chunk in the writer's hand-off ring, still
  * BeingWritten and not queued; the drain completes and lists it. A
  * writer retired with a hand-off the drain has not taken queues it itself,
  * before its GONE node. Nothing is lost and ids stay in order either way.
  */
 static void test_handoff(void **state)
 {
-	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, &one_standby, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1);
 	uint32_t page, chunk;
+	struct spn_tw_handoff ho;
 	struct smb_loc loc;
-	uint64_t w;
 
 	(void)state;
 	park_first_standby(e, tw);
@@ -1487,29 +1509,29 @@ static void test_handoff(void **state)
 	chunk = tw->chunk;
 	fill_to_change(e, tw);			/* chunk 1 handed off */
 	assert_int_equal(tw->stats.standby_used, 1);
-	w = atomic_load(&tw->handoff);
-	assert_int_not_equal(w, 0);
-	smb_standby_loc(&e->arb.smb, w, &loc);
+	assert_int_equal(handoffs_out(tw), 1);
+	ho = tw->ho_slot[atomic_load(&tw->ho_head) % SPN_TW_RING];
+	smb_standby_loc(&e->arb.smb, ho.loc, &loc);
 	assert_int_equal(loc.page, page);
 	assert_int_equal(loc.chunk, chunk);
-	assert_int_equal(atomic_load(&tw->handoff_meta), 1u | (uint64_t)1 << 32);
+	assert_int_equal(ho.meta, 1u | (uint64_t)1 << 32);
 	assert_int_equal(chunk_state(e, page, chunk), SPN_SMB_BEING_WRITTEN);
 	assert_null(atomic_load(&e->arb.head));
 	assert_true(smb_arbiter_pending(&e->arb));
 	ts_pump(&e->ts, 0);
-	assert_int_equal(atomic_load(&tw->handoff), 0);
+	assert_int_equal(handoffs_out(tw), 0);
 	assert_int_equal(e->arb.stats.handoffs, 1);
 	assert_false(smb_arbiter_pending(&e->arb));
-	assert_int_not_equal(atomic_load(&tw->standby), 0); /* parked again */
+	assert_int_not_equal(standby_peek(tw), 0); /* parked again */
 	/* Patches riding on the full chunk: no hand-off (tw->rides). */
 	tw->rides = true;
 	fill_to_change(e, tw);			/* chunk 2 queued */
-	assert_int_equal(atomic_load(&tw->handoff), 0);
+	assert_int_equal(handoffs_out(tw), 0);
 	assert_non_null(atomic_load(&e->arb.head));
 	ts_pump(&e->ts, 0);
 	/* Retired with a hand-off out: the writer queues it itself. */
 	fill_to_change(e, tw);			/* chunk 3 handed off */
-	assert_int_not_equal(atomic_load(&tw->handoff), 0);
+	assert_int_not_equal(handoffs_out(tw), 0);
 	spn_tw_destroy(tw);
 	ts_pump(&e->ts, 0);
 	expect_all(e);
@@ -1527,16 +1549,16 @@ static void test_handoff(void **state)
  * Perfetto's traced counted chunks_committed_out_of_order). */
 static void test_handoff_before_queue(void **state)
 {
-	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, &one_standby, NULL, NULL);
 	struct spn_tw *tw = new_writer(e, 1);
 
 	(void)state;
 	park_first_standby(e, tw);
 	fill_to_change(e, tw);			/* chunk 1 handed off */
-	assert_int_not_equal(atomic_load(&tw->handoff), 0);
-	assert_int_equal(atomic_load(&tw->standby), 0);
+	assert_int_not_equal(handoffs_out(tw), 0);
+	assert_int_equal(standby_peek(tw), 0);
 	fill_to_change(e, tw);			/* chunk 2 queued */
-	assert_int_not_equal(atomic_load(&tw->handoff), 0);
+	assert_int_not_equal(handoffs_out(tw), 0);
 	assert_non_null(atomic_load(&e->arb.head));
 	ts_pump(&e->ts, 0);
 	spn_tw_destroy(tw);
@@ -1544,6 +1566,84 @@ static void test_handoff_before_queue(void **state)
 	expect_all(e);
 	assert_int_equal(e->arb.stats.handoffs, 1);
 	expect_chunk_ids(e, 4);
+	env_free(e);
+}
+
+/*
+ * The standby and hand-off rings (arbiter.h): the drain parks as many
+ * standby chunks as it listed chunks of the writer (SMB_STANDBY_MIN at
+ * least), up to the writer's share of a quarter of the SMB, and refills
+ * the ring only once it is down to half of that. The writer then changes
+ * chunk that many times with nothing queued and no chunk searched for:
+ * every full chunk waits in its hand-off ring until the next drain lists
+ * them all, in chunk-id order. Standby chunks left at retirement go back
+ * to Free.
+ */
+static void test_standby_ring(void **state)
+{
+	struct env *e = env_new(SPN_SMB_DEFAULT_SIZE, 4096, NULL, NULL, NULL);
+	struct spn_tw *tw = new_writer(e, 1);
+	/* 64 chunks, one writer: a quarter of the SMB is 16 chunks */
+	const uint32_t cap = e->arb.total_chunks / SMB_STANDBY_RATIO;
+	uint64_t reserved, handoffs, returned;
+	uint32_t i, ids;
+
+	(void)state;
+	assert_int_equal(e->arb.total_chunks, 64);
+	park_first_standby(e, tw);		/* chunk 0 listed */
+	assert_int_equal(standby_count(tw), SMB_STANDBY_MIN);
+	for (i = 0; i < SMB_STANDBY_MIN + 2; i++)
+		fill_to_change(e, tw);		/* 1..4 handed off, 5, 6 queued */
+	assert_int_equal(handoffs_out(tw), SMB_STANDBY_MIN);
+	ts_pump(&e->ts, 0);			/* lists 1..6: 6 parked */
+	assert_int_equal(standby_count(tw), 6);
+	reserved = tw->stats.reserved;
+	handoffs = e->arb.stats.handoffs;
+	for (i = 0; i < 6; i++)
+		fill_to_change(e, tw);		/* 7..12 handed off */
+	assert_int_equal(handoffs_out(tw), 6);
+	assert_int_equal(standby_count(tw), 0);
+	assert_null(atomic_load(&e->arb.head)); /* nothing queued */
+	assert_int_equal(tw->stats.reserved, reserved); /* no search */
+	for (i = 0; i < 6; i++) {
+		struct spn_tw_handoff *ho =
+			&tw->ho_slot[(atomic_load(&tw->ho_head) + i) % SPN_TW_RING];
+
+		assert_int_equal((uint32_t)ho->meta, 7 + i);
+	}
+	ts_pump(&e->ts, 0);
+	assert_int_equal(e->arb.stats.handoffs, handoffs + 6);
+	assert_int_equal(handoffs_out(tw), 0);
+	assert_int_equal(standby_count(tw), 6);
+	/* More chunks listed than the cap: 6 handed off, the rest queued. */
+	for (i = 0; i < cap + 4; i++)
+		fill_to_change(e, tw);
+	ts_pump(&e->ts, 0);
+	assert_int_equal(standby_count(tw), cap);
+	assert_int_equal(e->arb.stats.handoffs, handoffs + 12);
+	/* 10 taken, 6 left: more than half of the 10 the drain lists, so it
+	 * parks none (it would top the ring up to 10 at every drain else). */
+	for (i = 0; i < 10; i++)
+		fill_to_change(e, tw);
+	ts_pump(&e->ts, 0);
+	assert_int_equal(standby_count(tw), cap - 10);
+	/* 5 more taken, 1 left: now it refills, to the 5 it listed. */
+	for (i = 0; i < 5; i++)
+		fill_to_change(e, tw);
+	ts_pump(&e->ts, 0);
+	assert_int_equal(standby_count(tw), 5);
+	/* Retired with its standby chunks parked: the drain frees them. */
+	spn_tw_flush(tw);
+	ids = (uint32_t)tw->next_chunk_id;
+	returned = e->arb.stats.standby_returned;
+	assert_int_equal(tw->reserve, 0);
+	spn_tw_destroy(tw);
+	ts_pump(&e->ts, 0);
+	expect_all(e);
+	expect_chunk_ids(e, ids);
+	assert_int_equal(e->arb.stats.standby_returned, returned + 5);
+	assert_int_equal(e->arb.stats.abi_errors, 0);
+	expect_smb_free(e);
 	env_free(e);
 }
 
@@ -1813,6 +1913,7 @@ int main(void)
 		cmocka_unit_test(test_reserved_chunks),
 		cmocka_unit_test(test_handoff),
 		cmocka_unit_test(test_handoff_before_queue),
+		cmocka_unit_test(test_standby_ring),
 		cmocka_unit_test(test_destroy_undrained),
 		cmocka_unit_test(test_writer_ids),
 		cmocka_unit_test(test_drain_split_and_flush_id),
