@@ -27,18 +27,19 @@
 // would in an app (the TSC where safe). Writers pay the SDK's wake check
 // (bench_wake) where the SDK's would. Unlike the SDK's I/O thread, which
 // drains when woken and then once per commit period (1 ms) while there is
-// more, the drainer polls by default: each writer finds its standby chunk
-// (arbiter.h) parked at nearly every chunk change, as it would in the SDK
-// only while it fills less than a chunk per commit period. --drain-us N
-// makes it sleep N us after each pass instead; with 1000 (the commit
-// period) a writer that fills a chunk every few microseconds meets what it
-// would in an app: a standby chunk at about one chunk change in 15, the
-// chunk reserved at its soft end at the others, and every soft end then
-// searches the SMB for that chunk (a CAS on a page word the drainer wrote
-// last). Those soft ends are then the largest share of the slow events
-// (one run, slice events over 115 ns: 535 soft ends, 215 chunk changes,
-// 275 others), so the tail shows in "rest p99.9" more than in the chunk
-// changes. The JSON goes to sdk_bench[_smbN]_drainN.json.
+// more, the drainer polls by default: each writer finds a standby chunk
+// (arbiter.h) parked at nearly every chunk change. --drain-us N makes it
+// sleep N us after each pass instead; with 1000 (the commit period) a
+// writer meets what it would in an app: each drain parks as many standby
+// chunks as it listed of the writer (up to its ring, SPN_TW_RING), so a
+// writer whose rate holds finds one at nearly every chunk change (one run:
+// 98% of slice and counter chunk changes, 85% of args2's, whose bursts
+// fill 37 chunks; raw1k's bursts fill ~290, and 13% of its changes find
+// one). The others search the SMB at the soft end before (a CAS on a page
+// word the drainer wrote last) and queue the full chunk (two more CASes),
+// and those are then the largest share of the slow events, so the tail
+// shows in "rest p99.9" more than in the chunk changes. The JSON goes to
+// sdk_bench[_smbN]_drainN.json.
 //
 // "raw16" is the trace writer alone writing a packet of the size of a
 // slice event (begin, one 16-byte append, end): the floor under every event.
