@@ -198,18 +198,19 @@ static uint32_t smb_handoffs_take(struct spn_tw *tw, struct spn_tw_handoff *out)
 		uint32_t t = atomic_load_explicit(&tw->ho_tail, memory_order_acquire);
 		uint32_t n = t - h;
 
-		/* n <= SPN_TW_RING: the owner stores a slot only while
-		 * t - ho_head < SPN_TW_RING; checked all the same, so that a
-		 * broken invariant cannot overrun out[]. */
+		/* n <= SPN_TW_RING: the drain parks standby chunks only while
+		 * they and the hand-offs out fit the ring together
+		 * (smb_park_standby), and each hand-off takes one; checked all
+		 * the same, so that a broken invariant cannot overrun out[]. */
 		if (n == 0 || n > SPN_TW_RING)
 			return 0;
 		for (uint32_t i = 0; i < n; i++)
 			out[i] = tw->ho_slot[(h + i) % SPN_TW_RING];
 		/* acq_rel: the drain and a retiring owner may both try; one
 		 * moves ho_head past these slots, the other fails and sees
-		 * the new head. Release: our reads of the slots come before
-		 * the owner's next writes to them (its acquire load of
-		 * ho_head in smb_arbiter_handoff_w). */
+		 * the new head (acquire on failure: it retries from there).
+		 * The owner's later writes to these slots are ordered after
+		 * our reads through the standby ring (see smb_park_standby). */
 		if (atomic_compare_exchange_strong_explicit(&tw->ho_head, &h, t,
 							    memory_order_acq_rel,
 							    memory_order_acquire))
@@ -672,16 +673,20 @@ static void smb_park_standby(struct smb_arbiter *arb, struct spn_tw *tw, uint32_
 	uint32_t h = atomic_load_explicit(&tw->sb_head, memory_order_acquire);
 	/* Hand-offs out. Each later one takes a standby chunk counted in
 	 * t - h, so while t - h + out <= SPN_TW_RING the hand-off ring can
-	 * never be full when the writer has a standby chunk to take. Relaxed
-	 * on ho_head: we move it, or a retiring owner (which only makes it
+	 * never be full when the writer has a standby chunk to take. That
+	 * also orders the ring's slots: the writer rewrites the slot of
+	 * hand-off k only with a standby chunk parked after the drain took k
+	 * (and read its slot), which it acquired through sb_tail. Relaxed on
+	 * ho_head: we move it, or a retiring owner (which only makes it
 	 * larger: `out` is then too large, which is safe). */
 	uint32_t out = atomic_load_explicit(&tw->ho_tail, memory_order_acquire) -
 		       atomic_load_explicit(&tw->ho_head, memory_order_relaxed);
+	uint32_t room = out < SPN_TW_RING ? SPN_TW_RING - out : 0;
 	uint32_t t0 = t;
 	struct smb_loc loc;
 
-	if (want > SPN_TW_RING - out)
-		want = out > SPN_TW_RING ? 0 : SPN_TW_RING - out;
+	if (want > room)
+		want = room;
 	/* Refill only once the ring is down to half of what the writer
 	 * wants: a drain that tops it up by one chunk at every pass rewrites
 	 * the ring's tail line while the writer reads it (sdk_bench, polling
