@@ -10,7 +10,7 @@ SPN_BUILD=${SPN_BUILD:-$SPN_ROOT/build}
 SPN_JOBS=${SPN_JOBS:-$(nproc)}
 
 spn_packages=(cmake gcc make pkg-config liburing-dev libck-dev libprotobuf-c-dev
-              protobuf-c-compiler libcmocka-dev)
+              protobuf-c-compiler libcmocka-dev zlib1g-dev)
 # Fuzz targets (tests/fuzz) are built with clang's libFuzzer.
 if compgen -G "$SPN_ROOT/tests/fuzz/*.c" >/dev/null; then
   spn_packages+=(clang)

@@ -153,6 +153,8 @@ struct ctl_session {
 	unsigned scrapes_pending; /* lane scrapes before DISABLED */
 	uint64_t scrape_token;	/* token of those scrapes */
 	uint64_t flushes_requested, flushes_succeeded, flushes_failed;
+	bool plain_warned;	/* a compressed read fell back to plain
+				 * packets (logged once) */
 	uint32_t final_flush_outcome; /* TraceStats field 15: 0 unset, 1 ok,
 				 * 2 failed: the last flush with reason "trace
 				 * stop" (or a clone's flush that failed) */

@@ -2,7 +2,9 @@
 // Reading a session out: ReadBuffers replies (packets cut into slices that
 // keep every frame under the 128 KiB limit) and write_into_file drains,
 // each a batch of the service's packets, the producers' packets of every
-// buffer in config order, then the closing service packets.
+// buffer in config order, then the closing service packets; a batch
+// deflated into one compressed_packets packet when the config asks for it
+// (trace-config.md §4.6).
 //
 // Control thread only. Lanes keep writing meanwhile: the trace buffer
 // reader never blocks them (tbuf.h).
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/ctl_int.h"
+#include "core/svc_compress.h"
 #include "ipc/log.h"
 #include "spindle/pb.h"
 
@@ -106,8 +109,8 @@ static bool ctl_read_blocked(const struct ctl_session *s)
  * emit for each run of packets. Returns 1 when everything was drained,
  * 0 when more is left, -errno on failure.
  */
-static int ctl_batch(struct ctl_session *s, size_t limit,
-		     void (*emit)(void *, const uint8_t *, size_t), void *ctx)
+static int ctl_batch_plain(struct ctl_session *s, size_t limit,
+			   void (*emit)(void *, const uint8_t *, size_t), void *ctx)
 {
 	struct svc_pkts_out po = { 0 };
 	bool all = true;
@@ -139,6 +142,68 @@ static int ctl_batch(struct ctl_session *s, size_t limit,
 	if (rc < 0)
 		return rc;
 	return all ? 1 : 0;
+}
+
+/* Gathers a batch for compression: emit of ctl_batch_plain. */
+struct batch_acc {
+	struct svc_pkts_out raw;	/* the batch's packets, Trace framed */
+	bool plain;			/* gathering failed: pass runs on */
+	void (*emit)(void *, const uint8_t *, size_t); /* the real emit */
+	void *ctx;			/* its context */
+};
+
+static void batch_collect(void *ctx, const uint8_t *d, size_t n)
+{
+	struct batch_acc *a = ctx;
+
+	if (!a->plain && svc_pkts_out_reserve(&a->raw, n) == 0) {
+		memcpy(a->raw.data + a->raw.len, d, n);
+		a->raw.len += n;
+		return;
+	}
+	if (!a->plain) {
+		/* No memory: what was gathered and the rest go out as they
+		 * are, in order. */
+		a->plain = true;
+		if (a->raw.len)
+			a->emit(a->ctx, a->raw.data, a->raw.len);
+		a->raw.len = 0;
+	}
+	a->emit(a->ctx, d, n);
+}
+
+/*
+ * ctl_batch_plain, with the batch replaced by one compressed_packets packet
+ * when the session's config asks for deflate. Packets already read out of
+ * the buffers are never lost: a batch that cannot be gathered or deflated
+ * (memory) goes out uncompressed, with a warning.
+ */
+static int ctl_batch(struct ctl_session *s, size_t limit,
+		     void (*emit)(void *, const uint8_t *, size_t), void *ctx)
+{
+	struct batch_acc a = { .emit = emit, .ctx = ctx };
+	struct svc_pkts_out z = { 0 };
+	int rc, zr = 0;
+
+	if (svc_compress_pick(s->cfg, NULL) != SVC_COMPRESS_DEFLATE)
+		return ctl_batch_plain(s, limit, emit, ctx);
+	rc = ctl_batch_plain(s, limit, batch_collect, &a);
+	if (a.raw.len) {
+		zr = svc_compress_deflate(a.raw.data, a.raw.len, &z);
+		if (zr == 0)
+			emit(ctx, z.data, z.len);
+		else
+			emit(ctx, a.raw.data, a.raw.len);
+	}
+	if ((a.plain || zr < 0) && !s->plain_warned) {
+		s->plain_warned = true;
+		spn_log_warn("ctl", "session %llu: read batch sent uncompressed: %s "
+			     "(logged once per session)", (unsigned long long)s->id,
+			     strerror(a.plain ? ENOMEM : -zr));
+	}
+	svc_pkts_out_free(&z);
+	svc_pkts_out_free(&a.raw);
+	return rc;
 }
 
 static void rb_emit(void *ctx, const uint8_t *d, size_t n)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/ctl_int.h"
+#include "core/svc_compress.h"
 #include "ipc/log.h"
 
 #define CTL_DEFAULT_FLUSH_TIMEOUT_MS 5000u
@@ -1401,8 +1402,15 @@ void ctl_enable_finish(struct ctl *ctl, struct ctl_session *s)
 {
 	int mode = s->trigger_mode;
 
+	bool zstd_only;
+
 	spn_log_info("ctl", "session %llu enabled by uid %u (%u buffers)",
 		     (unsigned long long)s->id, (unsigned)s->uid, s->nbufs);
+	svc_compress_pick(s->cfg, &zstd_only);
+	if (zstd_only)
+		spn_log_info("ctl", "session %llu: compression.zstd is not "
+			     "supported here: the trace is read uncompressed",
+			     (unsigned long long)s->id);
 	ctl_setup_all(ctl, s);
 	if (mode == SVC_TRIGGER_START_TRACING) {
 		ipc_loop_timer_add(ctl->loop,

@@ -549,8 +549,7 @@ void svc_pkts_out_free(struct svc_pkts_out *out)
 	memset(out, 0, sizeof(*out));
 }
 
-/* Makes room for `more` bytes after out->len. Returns 0 or -ENOMEM. */
-static int svc_pkts_reserve(struct svc_pkts_out *out, size_t more)
+int svc_pkts_out_reserve(struct svc_pkts_out *out, size_t more)
 {
 	size_t cap;
 	uint8_t *d;
@@ -604,7 +603,7 @@ static int svc_pkts_put(struct svc_pkts_out *out,
 			       0;
 	uint8_t *w;
 
-	if (svc_pkts_reserve(out, 1 + SPN_PB_MAX_VARINT + n + extra) < 0)
+	if (svc_pkts_out_reserve(out, 1 + SPN_PB_MAX_VARINT + n + extra) < 0)
 		return -ENOMEM;
 	w = out->data + out->len;
 	*w++ = 0x0A; /* Trace.packet, length-delimited */

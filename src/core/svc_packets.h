@@ -302,6 +302,10 @@ struct svc_pkts_out {
 /* Frees out->data and zeroes *out. */
 void svc_pkts_out_free(struct svc_pkts_out *out);
 
+/* Makes room for `more` bytes after out->len (svc_mem_* allocation).
+ * Returns 0 or -ENOMEM (out unchanged). */
+int svc_pkts_out_reserve(struct svc_pkts_out *out, size_t more);
+
 /* One writer sequence of a buffer, for trace_provenance. */
 struct svc_pkts_prov_seq {
 	uint32_t id;		/* trusted_packet_sequence_id */

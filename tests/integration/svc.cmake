@@ -18,6 +18,9 @@ spn_add_test(NAME svc_hostile_test
 spn_add_test(NAME svc_read_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_read_test.c
              LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
+spn_add_test(NAME svc_compress_test
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_compress_test.c
+             LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)
 spn_add_test(NAME svc_producer_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/svc_producer_test.c
              LIBS spn_svc_harness LABELS concurrency TIMEOUT 120)

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "spindle/pb.h"
 #include "svc_harness.h"
@@ -537,46 +538,49 @@ static void th_on_enable(void *arg, struct ipc_client_reply *rep)
 	}
 }
 
-void th_cons_enable_cfg(struct th_cons *c,
-			const Perfetto__Protos__TraceConfig *cfg)
+void th_cons_enable_cfg_fd(struct th_cons *c,
+			   const Perfetto__Protos__TraceConfig *cfg, int fd)
 {
 	Perfetto__Protos__EnableTracingRequest req =
 		PERFETTO__PROTOS__ENABLE_TRACING_REQUEST__INIT;
 
 	req.trace_config = (Perfetto__Protos__TraceConfig *)cfg;
 	c->enable_done = false;
-	TH_CHECK(ipc_client_invoke(c->port, "EnableTracing", &req.base, -1, 0,
+	TH_CHECK(ipc_client_invoke(c->port, "EnableTracing", &req.base, fd, 0,
 				   th_on_enable, c, NULL) == 0);
 	ipc_loop_run_once(ipc_sync_loop(c->sync), 0);
 }
 
+void th_cons_enable_cfg(struct th_cons *c,
+			const Perfetto__Protos__TraceConfig *cfg)
+{
+	th_cons_enable_cfg_fd(c, cfg, -1);
+}
+
+void th_cfg_init(struct th_cfg *t, uint32_t size_kb, const char *ds_name)
+{
+	perfetto__protos__trace_config__init(&t->cfg);
+	perfetto__protos__trace_config__buffer_config__init(&t->buf);
+	perfetto__protos__trace_config__data_source__init(&t->ds);
+	perfetto__protos__data_source_config__init(&t->dsc);
+	t->buf.has_size_kb = true;
+	t->buf.size_kb = size_kb;
+	t->bufs[0] = &t->buf;
+	t->dsc.name = (char *)ds_name;
+	t->ds.config = &t->dsc;
+	t->dss[0] = &t->ds;
+	t->cfg.n_buffers = 1;
+	t->cfg.buffers = t->bufs;
+	t->cfg.n_data_sources = 1;
+	t->cfg.data_sources = t->dss;
+}
+
 void th_cons_enable(struct th_cons *c, uint32_t size_kb, const char *ds_name)
 {
-	Perfetto__Protos__EnableTracingRequest req =
-		PERFETTO__PROTOS__ENABLE_TRACING_REQUEST__INIT;
-	Perfetto__Protos__TraceConfig cfg = PERFETTO__PROTOS__TRACE_CONFIG__INIT;
-	Perfetto__Protos__TraceConfig__BufferConfig buf =
-		PERFETTO__PROTOS__TRACE_CONFIG__BUFFER_CONFIG__INIT;
-	Perfetto__Protos__TraceConfig__BufferConfig *bufs[] = { &buf };
-	Perfetto__Protos__TraceConfig__DataSource ds =
-		PERFETTO__PROTOS__TRACE_CONFIG__DATA_SOURCE__INIT;
-	Perfetto__Protos__TraceConfig__DataSource *dss[] = { &ds };
-	Perfetto__Protos__DataSourceConfig dsc =
-		PERFETTO__PROTOS__DATA_SOURCE_CONFIG__INIT;
+	struct th_cfg t;
 
-	buf.has_size_kb = true;
-	buf.size_kb = size_kb;
-	dsc.name = (char *)ds_name;
-	ds.config = &dsc;
-	cfg.n_buffers = 1;
-	cfg.buffers = bufs;
-	cfg.n_data_sources = 1;
-	cfg.data_sources = dss;
-	req.trace_config = &cfg;
-	c->enable_done = false;
-	TH_CHECK(ipc_client_invoke(c->port, "EnableTracing", &req.base,
-					   -1, 0, th_on_enable, c, NULL) == 0);
-	ipc_loop_run_once(ipc_sync_loop(c->sync), 0);
+	th_cfg_init(&t, size_kb, ds_name);
+	th_cons_enable_cfg(c, &t.cfg);
 }
 
 void th_cons_wait_enable(struct th_cons *c, int ms)
@@ -596,12 +600,72 @@ int th_cons_call(struct th_cons *c, const char *method,
 			     -1, NULL, NULL, 10000);
 }
 
-static void th_on_packet(struct th_cons *c)
+/* Inflates a compressed_packets payload (zlib stream) into *out. */
+static void th_inflate(const uint8_t *d, size_t n, uint8_t **out, size_t *out_len)
+{
+	z_stream zs;
+	size_t cap = n * 4 + 4096;
+	int zr;
+
+	memset(&zs, 0, sizeof(zs));
+	TH_CHECK(inflateInit(&zs) == Z_OK);
+	*out = malloc(cap);
+	TH_CHECK(*out != NULL);
+	zs.next_in = (Bytef *)(uintptr_t)d;
+	zs.avail_in = (uInt)n;
+	do {
+		if (zs.total_out == cap) {
+			cap *= 2;
+			*out = realloc(*out, cap);
+			TH_CHECK(*out != NULL);
+		}
+		zs.next_out = *out + zs.total_out;
+		zs.avail_out = (uInt)(cap - zs.total_out);
+		zr = inflate(&zs, Z_NO_FLUSH);
+	} while (zr == Z_OK);
+	TH_CHECK(zr == Z_STREAM_END && zs.avail_in == 0);
+	*out_len = zs.total_out;
+	inflateEnd(&zs);
+}
+
+static void th_count_packet(struct th_cons *c, const uint8_t *d, size_t n);
+
+/* The packets of an inflated Trace stream, counted as if read one by one. */
+static void th_count_compressed(struct th_cons *c, const uint8_t *d, size_t n)
+{
+	uint8_t *raw;
+	const uint8_t *p, *end;
+	size_t len;
+	struct spn_pb_field f;
+
+	th_inflate(d, n, &raw, &len);
+	c->compressed++;
+	c->inflated_bytes += len;
+	for (p = raw, end = raw + len; p < end;) {
+		int k = spn_pb_next_field(p, end, &f);
+
+		TH_CHECK(k > 0 && f.id == 1 && f.wt == SPN_PB_LEN);
+		th_count_packet(c, f.data, f.value);
+		p += k;
+	}
+	free(raw);
+}
+
+static void th_count_packet(struct th_cons *c, const uint8_t *d, size_t n)
 {
 	Perfetto__Protos__TracePacket *p =
-		perfetto__protos__trace_packet__unpack(NULL, c->pkt_len, c->pkt);
+		perfetto__protos__trace_packet__unpack(NULL, n, d);
 
 	TH_CHECK(p != NULL);
+	if (p->data_case == PERFETTO__PROTOS__TRACE_PACKET__DATA_COMPRESSED_PACKETS) {
+		/* Alone on its packet: no trusted fields (trace-config.md §4.6). */
+		TH_CHECK(p->optional_trusted_uid_case == 0 &&
+			 p->optional_trusted_packet_sequence_id_case == 0);
+		th_count_compressed(c, p->compressed_packets.data,
+				    p->compressed_packets.len);
+		perfetto__protos__trace_packet__free_unpacked(p, NULL);
+		return;
+	}
 	c->packets++;
 	if (p->data_case == PERFETTO__PROTOS__TRACE_PACKET__DATA_TRACK_EVENT)
 		c->track_events++;
@@ -617,7 +681,30 @@ static void th_on_packet(struct th_cons *c)
 		c->nts++;
 	}
 	perfetto__protos__trace_packet__free_unpacked(p, NULL);
+}
+
+static void th_on_packet(struct th_cons *c)
+{
+	c->top_packets++;
+	c->read_bytes += c->pkt_len;
+	th_count_packet(c, c->pkt, c->pkt_len);
 	c->pkt_len = 0;
+}
+
+void th_cons_count_trace(struct th_cons *c, const uint8_t *d, size_t n)
+{
+	const uint8_t *p = d, *end = d + n;
+	struct spn_pb_field f;
+
+	while (p < end) {
+		int k = spn_pb_next_field(p, end, &f);
+
+		TH_CHECK(k > 0 && f.id == 1 && f.wt == SPN_PB_LEN);
+		c->top_packets++;
+		c->read_bytes += f.value;
+		th_count_packet(c, f.data, f.value);
+		p += k;
+	}
 }
 
 static void th_on_read(void *arg, struct ipc_client_reply *rep)

@@ -140,6 +140,12 @@ struct th_cons {
 	uint32_t *seq;		/* their trusted_packet_sequence_id */
 	size_t nts;		/* entries in ts/seq */
 	size_t dropped_marks;	/* packets with previous_packet_dropped */
+	size_t compressed;	/* compressed_packets packets (their packets
+				 * are counted above, as if read one by one) */
+	size_t inflated_bytes;	/* bytes they inflated to */
+	size_t top_packets;	/* packets ReadBuffers returned (a compressed
+				 * one counts once here) */
+	size_t read_bytes;	/* their bytes */
 };
 
 void th_cons_connect(struct th_cons *c, const struct th_svc *t);
@@ -147,9 +153,24 @@ void th_cons_close(struct th_cons *c);
 /* EnableTracing (async) of a config with one buffer of size_kb and data
  * source ds_name. */
 void th_cons_enable(struct th_cons *c, uint32_t size_kb, const char *ds_name);
+/* A TraceConfig of one buffer of size_kb and data source ds_name, its
+ * storage inline; set more of cfg before enabling it. */
+struct th_cfg {
+	Perfetto__Protos__TraceConfig cfg;		  /* the config */
+	Perfetto__Protos__TraceConfig__BufferConfig buf; /* its buffer */
+	Perfetto__Protos__TraceConfig__BufferConfig *bufs[1]; /* { &buf } */
+	Perfetto__Protos__TraceConfig__DataSource ds;	  /* its data source */
+	Perfetto__Protos__TraceConfig__DataSource *dss[1]; /* { &ds } */
+	Perfetto__Protos__DataSourceConfig dsc;		  /* ds's config */
+};
+
+void th_cfg_init(struct th_cfg *t, uint32_t size_kb, const char *ds_name);
 /* EnableTracing (async) of any config. */
 void th_cons_enable_cfg(struct th_cons *c,
 			const Perfetto__Protos__TraceConfig *cfg);
+/* The same with an fd sent along (write_into_file), or -1. */
+void th_cons_enable_cfg_fd(struct th_cons *c,
+			   const Perfetto__Protos__TraceConfig *cfg, int fd);
 /* Runs the consumer's loop until EnableTracing is answered (or ms). */
 void th_cons_wait_enable(struct th_cons *c, int ms);
 /* Unary call with an empty request; returns the status. */
@@ -157,5 +178,8 @@ int th_cons_call(struct th_cons *c, const char *method,
 		 const ProtobufCMessageDescriptor *d);
 /* ReadBuffers into the counters above. */
 void th_cons_read(struct th_cons *c);
+/* Counts the packets of a Trace-framed file d[0..n) into the counters
+ * above, as th_cons_read would. */
+void th_cons_count_trace(struct th_cons *c, const uint8_t *d, size_t n);
 
 #endif
