@@ -188,7 +188,8 @@ void cli_out_drop_empty(const struct cli_out *out);
 /* Reads the trace back from out->path (a write_into_file trace) into
  * out->sum. Returns 0, -EBADMSG (not a Trace) or -errno. */
 int cli_out_scan_file(struct cli_out *out, const char *path);
-/* Scans one complete TracePacket into the summary. */
+/* Scans one complete TracePacket into the summary; a compressed_packets
+ * packet counts as the packets it inflates to. */
 void cli_summary_packet(struct cli_summary *s, const uint8_t *p, size_t len);
 void cli_summary_free(struct cli_summary *s);
 /* Prints "spindle: N packets, ..." to stderr. */

@@ -2,15 +2,18 @@
 // The spindle CLI's trace output: reassembles ReadBuffers slices into
 // packets, writes them as a Trace (each packet as field 1, 0x0A <varint
 // len> <bytes>), and keeps the summary counters (packets, bytes, sequences,
-// data losses) by scanning each packet's top-level fields.
+// data losses) by scanning each packet's top-level fields, and those of the
+// packets inside compressed_packets (trace-config.md §4.6).
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cmd/spindle_cli.h"
 #include "trace_stats.pb-c.h"
@@ -22,6 +25,7 @@
 #define PKT_SEQ_ID 10		/* trusted_packet_sequence_id, varint */
 #define PKT_TRACE_STATS 35	/* trace_stats, message */
 #define PKT_PREV_DROPPED 42	/* previous_packet_dropped, varint */
+#define PKT_COMPRESSED 50	/* compressed_packets: a deflated Trace */
 
 /* Reads a varint at *p (< end). Returns 0, or -EBADMSG when truncated or
  * longer than 10 bytes. */
@@ -128,28 +132,101 @@ static void cli_summary_stats(struct cli_summary *s, const uint8_t *p,
 	perfetto__protos__trace_stats__free_unpacked(ts, NULL);
 }
 
-void cli_summary_packet(struct cli_summary *s, const uint8_t *p, size_t len)
+/* Inflates a zlib stream d[0..n) into a malloc'd *out. Returns 0, or
+ * -EBADMSG / -ENOMEM. */
+static int cli_inflate(const uint8_t *d, size_t n, uint8_t **out, size_t *out_len)
+{
+	z_stream zs;
+	size_t cap = n * 4 + 4096;
+	uint8_t *b = NULL, *nb;
+	int zr;
+
+	memset(&zs, 0, sizeof(zs));
+	if (n > UINT_MAX || inflateInit(&zs) != Z_OK)
+		return -ENOMEM;
+	zs.next_in = (Bytef *)(uintptr_t)d;
+	zs.avail_in = (uInt)n;
+	do {
+		if (!b || zs.total_out == cap) {
+			if (b)
+				cap *= 2;
+			if (cap > UINT_MAX || !(nb = realloc(b, cap))) {
+				zr = Z_MEM_ERROR;
+				break;
+			}
+			b = nb;
+		}
+		zs.next_out = b + zs.total_out;
+		zs.avail_out = (uInt)(cap - zs.total_out);
+		zr = inflate(&zs, Z_NO_FLUSH);
+	} while (zr == Z_OK);
+	*out_len = zs.total_out;
+	inflateEnd(&zs);
+	if (zr != Z_STREAM_END || zs.avail_in) {
+		free(b);
+		return zr == Z_MEM_ERROR ? -ENOMEM : -EBADMSG;
+	}
+	*out = b;
+	return 0;
+}
+
+static void cli_summary_scan(struct cli_summary *s, const uint8_t *p, size_t len,
+			     bool outer);
+
+/* Counts the packets of a compressed_packets payload as if they had come
+ * one by one (a compressed packet inside is counted as one: the service
+ * never nests them). Returns false when it does not inflate. */
+static bool cli_summary_compressed(struct cli_summary *s, const uint8_t *d, size_t n)
+{
+	const uint8_t *p, *end;
+	uint8_t *raw;
+	size_t len;
+
+	if (cli_inflate(d, n, &raw, &len))
+		return false;
+	for (p = raw, end = raw + len; p < end;) {
+		uint32_t field;
+		unsigned wt;
+		uint64_t v;
+
+		if (cli_field(&p, end, &field, &wt, &v) || field != 1 || wt != 2)
+			break;	/* what came before is counted */
+		cli_summary_scan(s, p, (size_t)v, false);
+		p += v;
+	}
+	free(raw);
+	return true;
+}
+
+/* Counts one packet (outer: as read, so compressed_packets is opened). */
+static void cli_summary_scan(struct cli_summary *s, const uint8_t *p, size_t len,
+			     bool outer)
 {
 	const uint8_t *end = p + len;
 	uint64_t seq = 0, dropped = 0;
 
-	s->packets++;
 	while (p < end) {
 		uint32_t field;
 		unsigned wt;
 		uint64_t v;
 
-		if (cli_field(&p, end, &field, &wt, &v))
-			return;	/* the packet is counted, its fields not */
+		if (cli_field(&p, end, &field, &wt, &v)) {
+			s->packets++;	/* the packet is counted, its fields not */
+			return;
+		}
 		if (wt == 0 && field == PKT_SEQ_ID)
 			seq = v;
 		else if (wt == 0 && field == PKT_PREV_DROPPED)
 			dropped = v;
 		else if (wt == 2 && field == PKT_TRACE_STATS)
 			cli_summary_stats(s, p, (size_t)v);
+		else if (wt == 2 && field == PKT_COMPRESSED && outer &&
+			 cli_summary_compressed(s, p, (size_t)v))
+			return;	/* its packets are counted instead */
 		if (wt == 2)
 			p += v;
 	}
+	s->packets++;
 	if (seq && seq <= UINT32_MAX) {
 		bool first = cli_seq_add(s, (uint32_t)seq);
 
@@ -158,6 +235,11 @@ void cli_summary_packet(struct cli_summary *s, const uint8_t *p, size_t len)
 		if (dropped && !first)
 			s->gap_marks++;
 	}
+}
+
+void cli_summary_packet(struct cli_summary *s, const uint8_t *p, size_t len)
+{
+	cli_summary_scan(s, p, len, true);
 }
 
 void cli_summary_free(struct cli_summary *s)

@@ -5,7 +5,7 @@
 spn_add_test(NAME cli_test
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/integration/cli_test.c
                      ${CMAKE_SOURCE_DIR}/src/cmd/spindle_parse.c
-             LIBS spn_core TIMEOUT 120)
+             LIBS spn_core PkgConfig::ZLIB TIMEOUT 120)
 target_compile_definitions(cli_test PRIVATE
                            SPINDLE_BIN="$<TARGET_FILE:spindle_cli>")
 add_dependencies(cli_test spindle_cli)

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmocka.h>
 
@@ -542,6 +543,81 @@ static void test_write_into_file(void **state)
 	perfetto__protos__trace__free_unpacked(t, NULL);
 }
 
+/* Inflates every compressed_packets packet of t (each must be one) and
+ * returns the packets inside, in one Trace (free it). */
+static Perfetto__Protos__Trace *inflate_all(const Perfetto__Protos__Trace *t)
+{
+	size_t cap = 1 << 20, len = 0;
+	uint8_t *raw = malloc(cap);
+	Perfetto__Protos__Trace *in;
+
+	assert_non_null(raw);
+	assert_true(t->n_packet > 0);
+	for (size_t i = 0; i < t->n_packet; i++) {
+		const Perfetto__Protos__TracePacket *p = t->packet[i];
+		uLongf n;
+
+		assert_int_equal(p->data_case,
+				 PERFETTO__PROTOS__TRACE_PACKET__DATA_COMPRESSED_PACKETS);
+		for (;;) {
+			n = (uLongf)(cap - len);
+			if (uncompress(raw + len, &n, p->compressed_packets.data,
+				       p->compressed_packets.len) == Z_OK)
+				break;
+			cap *= 2;
+			raw = realloc(raw, cap);
+			assert_non_null(raw);
+		}
+		len += n;
+	}
+	in = perfetto__protos__trace__unpack(NULL, len, raw);
+	free(raw);
+	assert_non_null(in);
+	return in;
+}
+
+/* A config asking for deflate: the trace holds compressed_packets packets
+ * only, through ReadBuffers and through write_into_file, and the summary
+ * counts the packets inside them. */
+static void test_compressed(void **state)
+{
+	static const char *const file_cfg[] = { "", "write_into_file: true\n" };
+	struct env *e = *state;
+	char cfg[160];
+	struct run r;
+
+	snprintf(cfg, sizeof(cfg), "%s/cfg.txt", e->dir);
+	for (int k = 0; k < 2; k++) {
+		Perfetto__Protos__Trace *t, *in;
+		unsigned long long pk = 0;
+		size_t size;
+		char text[512];
+
+		snprintf(text, sizeof(text),
+			 "buffers { size_kb: 1024 }\n"
+			 "duration_ms: 300\n"
+			 "compression_type: COMPRESSION_TYPE_DEFLATE\n%s",
+			 file_cfg[k]);
+		write_text(cfg, text);
+		run_cli(e->dir, &r, "--consumer-socket", e->csock, "-c", cfg, "--txt",
+			"-o", e->out, NULL);
+		if (r.status)
+			fail_msg("status %d: %s", r.status, r.err);
+		t = load_trace(e->out, &size);
+		in = inflate_all(t);
+		assert_true(find_packet(in, PERFETTO__PROTOS__TRACE_PACKET__DATA_TRACE_CONFIG) >= 0);
+		assert_true(find_packet(in, PERFETTO__PROTOS__TRACE_PACKET__DATA_CLOCK_SNAPSHOT) >= 0);
+		assert_true(find_packet(in, PERFETTO__PROTOS__TRACE_PACKET__DATA_TRACE_STATS) >= 0);
+		assert_non_null(strstr(r.err, "spindle: "));
+		assert_int_equal(sscanf(strstr(r.err, "spindle: "), "spindle: %llu packets",
+					&pk), 1);
+		assert_int_equal(pk, in->n_packet);
+		assert_true(in->n_packet > t->n_packet);
+		perfetto__protos__trace__free_unpacked(in, NULL);
+		perfetto__protos__trace__free_unpacked(t, NULL);
+	}
+}
+
 static void test_ctrl_c(void **state)
 {
 	char *argv[] = { (char *)"spindle", (char *)"--consumer-socket",
@@ -830,6 +906,7 @@ int main(void)
 		E2E(test_text_config),
 		E2E(test_binary_config),
 		E2E(test_write_into_file),
+		E2E(test_compressed),
 		E2E(test_ctrl_c),
 		E2E(test_detach_attach),
 		cmocka_unit_test_setup_teardown(test_query, setup_lanes1,
