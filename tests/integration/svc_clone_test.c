@@ -298,6 +298,7 @@ struct src_opts {
 	const char *ds2;	/* a second data source, into buffer 1 */
 	bool file;		/* write_into_file (into fx.src_path) */
 	uint32_t flush_timeout_ms; /* 0: 2000 */
+	bool deflate;		/* compression_type DEFLATE */
 };
 
 /* Enables "src": data source clone.ds into buffer 0 (and o->ds2 into 1),
@@ -348,6 +349,11 @@ static void enable_src(struct th_cons *c, const struct src_opts *o,
 		/* Only the clone and the end drain the session here. */
 		cfg.has_file_write_period_ms = true;
 		cfg.file_write_period_ms = 3600 * 1000;
+	}
+	if (o->deflate) {
+		cfg.has_compression_type = true;
+		cfg.compression_type =
+			PERFETTO__PROTOS__TRACE_CONFIG__COMPRESSION_TYPE__COMPRESSION_TYPE_DEFLATE;
 	}
 	th_cons_enable_cfg(c, &cfg);
 }
@@ -918,6 +924,31 @@ static void test_clone_cli(void **state)
 	fx_stop(&f);
 }
 
+/* A clone of a session asking for deflate reads compressed too: its
+ * config is the source's (svc_compress_test has the rest). */
+static void test_clone_compressed(void **state)
+{
+	struct fx f;
+	struct clone_call cc;
+
+	fx_start(&f, state, &(struct src_opts){ .deflate = true });
+	assert_int_equal(th_prod_write(&f.p, 1, &f.chunk, 0, 300, 40, 0,
+				       f.p.smb.num_pages), 300);
+	assert_true(th_prod_fence(&f.p));
+	clone_start(&f.c2, 1, NULL, -1, &cc);
+	wait_cmd(&f.p, CMD(FLUSH));
+	ack_flush(&f.p, &f.chunk, 300, 20);
+	clone_wait(&f.c2, &cc);
+	assert_true(cc.success);
+	th_cons_read(&f.c2);
+	assert_true(f.c2.compressed >= 1);
+	assert_int_equal(f.c2.top_packets, f.c2.compressed);
+	assert_int_equal(f.c2.nts, 320);
+	for (size_t i = 0; i < f.c2.nts; i++)
+		assert_int_equal(f.c2.ts[i], i);
+	fx_stop(&f);
+}
+
 #define MODES(fn)                                              \
 	cmocka_unit_test_prestate(fn, (void *)&MODE_1),        \
 	cmocka_unit_test_prestate(fn, (void *)&MODE_2)
@@ -934,6 +965,7 @@ int main(void)
 		MODES(test_clone_source_freed),
 		MODES(test_clone_flat_out_discard),
 		MODES(test_clone_flat_out_ring),
+		MODES(test_clone_compressed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
