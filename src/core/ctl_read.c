@@ -213,7 +213,9 @@ static void rb_emit(void *ctx, const uint8_t *d, size_t n)
 
 /*
  * A ReadBuffers call in progress. It produces about RB_STEP bytes of
- * replies, then waits (without blocking anybody) until the consumer's lane
+ * replies (at most RB_STEP_BATCHES batches: compressed replies are small
+ * for what they cost to make, and the control thread serves others too),
+ * then waits (without blocking anybody) until the consumer's lane
  * has sent all but RB_LOW_WATER of them, so a slow reader never makes the
  * service buffer a whole trace (consumer-port.md §4: "continues in a
  * later task"). Control thread, except rb_lane_wait on the lane.
@@ -229,6 +231,7 @@ struct rb_job {
 };
 
 #define RB_STEP (1u << 20)	/* reply bytes produced per step */
+#define RB_STEP_BATCHES (RB_STEP / RB_BATCH) /* and batches read per step */
 #define RB_LOW_WATER (256u << 10) /* resume when the lane has this little left */
 
 static void rb_job_step(struct rb_job *job);
@@ -276,13 +279,15 @@ static void rb_job_step(struct rb_job *job)
 {
 	struct ctl_session *s = NULL;
 	size_t sent0 = job->w.total;
+	unsigned batches = 0;
 	int rc = 1;
 
 	for (struct ctl_session *o = job->ctl->sessions; o; o = o->next)
 		if (o->id == job->session_id && !o->dead)
 			s = o;
 	while (s && !job->conn_gone && !job->w.err &&
-	       !ctl_lanes_gone(job->ctl) && job->w.total - sent0 < RB_STEP) {
+	       !ctl_lanes_gone(job->ctl) && job->w.total - sent0 < RB_STEP &&
+	       batches++ < RB_STEP_BATCHES) {
 		rc = ctl_batch(s, RB_BATCH, rb_emit, &job->w);
 		if (rc != 0)
 			break;

@@ -21,8 +21,9 @@
 #include "core/mem_hooks.h"
 #include "svc_harness.h"
 
-#define PACKETS 5000u	/* producer packets per test */
-#define PAD 200u	/* their padding: ~1 MB in all, many read batches */
+#define PACKETS 20000u	/* producer packets per test */
+#define PAD 200u	/* their padding: ~4 MB in all, read in several steps of
+			 * RB_STEP_BATCHES batches (ctl_read.c) */
 
 /* How a test's session compresses. */
 enum how {
