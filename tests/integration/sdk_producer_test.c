@@ -318,53 +318,24 @@ static void free_trace(struct trace *tr)
 	free(tr->seq);
 }
 
-static void on_enable(void *arg, struct ipc_client_reply *rep)
-{
-	struct th_cons *c = arg;
-
-	c->enable_done = true;
-	c->enable_status = rep->status;
-}
-
 /* EnableTracing: one buffer, our data source, a stop timeout, and a
  * periodic incremental state clear (0: none). */
 static void enable_ex(struct th_cons *c, uint32_t size_kb, uint32_t stop_timeout_ms,
 		      uint32_t clear_period_ms)
 {
-	Perfetto__Protos__EnableTracingRequest req =
-		PERFETTO__PROTOS__ENABLE_TRACING_REQUEST__INIT;
-	Perfetto__Protos__TraceConfig cfg = PERFETTO__PROTOS__TRACE_CONFIG__INIT;
-	Perfetto__Protos__TraceConfig__BufferConfig buf =
-		PERFETTO__PROTOS__TRACE_CONFIG__BUFFER_CONFIG__INIT;
-	Perfetto__Protos__TraceConfig__BufferConfig *bufs[] = { &buf };
-	Perfetto__Protos__TraceConfig__DataSource ds =
-		PERFETTO__PROTOS__TRACE_CONFIG__DATA_SOURCE__INIT;
-	Perfetto__Protos__TraceConfig__DataSource *dss[] = { &ds };
-	Perfetto__Protos__DataSourceConfig dsc = PERFETTO__PROTOS__DATA_SOURCE_CONFIG__INIT;
+	struct th_cfg t;
 	Perfetto__Protos__TraceConfig__IncrementalStateConfig isc =
 		PERFETTO__PROTOS__TRACE_CONFIG__INCREMENTAL_STATE_CONFIG__INIT;
 
-	buf.has_size_kb = true;
-	buf.size_kb = size_kb;
-	dsc.name = DS_NAME;
-	ds.config = &dsc;
-	cfg.n_buffers = 1;
-	cfg.buffers = bufs;
-	cfg.n_data_sources = 1;
-	cfg.data_sources = dss;
-	cfg.has_data_source_stop_timeout_ms = true;
-	cfg.data_source_stop_timeout_ms = stop_timeout_ms;
+	th_cfg_init(&t, size_kb, DS_NAME);
+	t.cfg.has_data_source_stop_timeout_ms = true;
+	t.cfg.data_source_stop_timeout_ms = stop_timeout_ms;
 	if (clear_period_ms) {
 		isc.has_clear_period_ms = true;
 		isc.clear_period_ms = clear_period_ms;
-		cfg.incremental_state_config = &isc;
+		t.cfg.incremental_state_config = &isc;
 	}
-	req.trace_config = &cfg;
-	c->enable_done = false;
-	assert_int_equal(ipc_client_invoke(c->port, "EnableTracing", &req.base, -1, 0,
-					   on_enable, c, NULL),
-			 0);
-	ipc_loop_run_once(ipc_sync_loop(c->sync), 0);
+	th_cons_enable_cfg(c, &t.cfg);
 }
 
 static void enable(struct th_cons *c, uint32_t size_kb, uint32_t stop_timeout_ms)

@@ -22,12 +22,7 @@
 
 /* A config with one 1 MiB buffer and data source "ds". */
 struct cfg {
-	Perfetto__Protos__TraceConfig tc;
-	Perfetto__Protos__TraceConfig__BufferConfig buf;
-	Perfetto__Protos__TraceConfig__BufferConfig *bufs[1];
-	Perfetto__Protos__TraceConfig__DataSource ds;
-	Perfetto__Protos__TraceConfig__DataSource *dss[1];
-	Perfetto__Protos__DataSourceConfig dsc;
+	struct th_cfg b;	/* the buffer, the data source, b.cfg */
 	Perfetto__Protos__TraceConfig__TriggerConfig trig;
 	Perfetto__Protos__TraceConfig__TriggerConfig__Trigger t;
 	Perfetto__Protos__TraceConfig__TriggerConfig__Trigger *ts[1];
@@ -36,22 +31,9 @@ struct cfg {
 
 static void cfg_init(struct cfg *c)
 {
-	perfetto__protos__trace_config__init(&c->tc);
-	perfetto__protos__trace_config__buffer_config__init(&c->buf);
-	perfetto__protos__trace_config__data_source__init(&c->ds);
-	perfetto__protos__data_source_config__init(&c->dsc);
-	c->buf.has_size_kb = true;
-	c->buf.size_kb = 1024;
-	c->bufs[0] = &c->buf;
-	c->dsc.name = "ds";
-	c->ds.config = &c->dsc;
-	c->dss[0] = &c->ds;
-	c->tc.n_buffers = 1;
-	c->tc.buffers = c->bufs;
-	c->tc.n_data_sources = 1;
-	c->tc.data_sources = c->dss;
-	c->tc.has_flush_timeout_ms = true;
-	c->tc.flush_timeout_ms = 200;
+	th_cfg_init(&c->b, 1024, "ds");
+	c->b.cfg.has_flush_timeout_ms = true;
+	c->b.cfg.flush_timeout_ms = 200;
 }
 
 /* Adds a trigger config: mode, timeout, one trigger named name. */
@@ -69,7 +51,7 @@ static void cfg_trigger(struct cfg *c, int mode, uint32_t timeout_ms,
 	c->ts[0] = &c->t;
 	c->trig.n_triggers = 1;
 	c->trig.triggers = c->ts;
-	c->tc.trigger_config = &c->trig;
+	c->b.cfg.trigger_config = &c->trig;
 }
 
 static void activate(struct th_prod *p, const char *name)
@@ -105,7 +87,7 @@ static void test_start_trigger(void **state)
 	th_cons_connect(&c, &t);
 	cfg_init(&cf);
 	cfg_trigger(&cf, 1, 10000, "go", 300);
-	th_cons_enable_cfg(&c, &cf.tc);
+	th_cons_enable_cfg(&c, &cf.b.cfg);
 	assert_int_equal(next_cmd(&p), CMD(SETUP_TRACING));
 	assert_int_equal(next_cmd(&p), CMD(SETUP_DATA_SOURCE));
 	activate(&p, "other");	/* not ours: nothing happens */
@@ -136,7 +118,7 @@ static void test_start_trigger_timeout(void **state)
 	th_cons_connect(&c, &t);
 	cfg_init(&cf);
 	cfg_trigger(&cf, 1, 300, "go", 0);
-	th_cons_enable_cfg(&c, &cf.tc);
+	th_cons_enable_cfg(&c, &cf.b.cfg);
 	th_cons_wait_enable(&c, 5000);
 	assert_true(c.enable_done);
 	th_cons_read(&c);
@@ -163,7 +145,7 @@ static void test_stop_trigger(void **state)
 	th_cons_connect(&c, &t);
 	cfg_init(&cf);
 	cfg_trigger(&cf, 2, 60000, "stop", 1000);
-	th_cons_enable_cfg(&c, &cf.tc);
+	th_cons_enable_cfg(&c, &cf.b.cfg);
 	while (next_cmd(&p) != CMD(START_DATA_SOURCE))
 		;
 	th_prod_write(&p, 1, &chunk_id, 10, 30, 0, 0, 4);
@@ -204,7 +186,7 @@ static void test_trigger_limits(void **state)
 	cfg_trigger(&ca, 1, 10000, "once", 10000);
 	ca.t.has_max_per_24_h = true;
 	ca.t.max_per_24_h = 1;
-	th_cons_enable_cfg(&a, &ca.tc);
+	th_cons_enable_cfg(&a, &ca.b.cfg);
 	assert_int_equal(next_cmd(&p), CMD(SETUP_TRACING));
 	assert_int_equal(next_cmd(&p), CMD(SETUP_DATA_SOURCE));
 	activate(&p, "once");
@@ -213,13 +195,13 @@ static void test_trigger_limits(void **state)
 	cfg_trigger(&cb, 1, 10000, "once", 10000);
 	cb.t.has_max_per_24_h = true;
 	cb.t.max_per_24_h = 1;
-	th_cons_enable_cfg(&b, &cb.tc);
+	th_cons_enable_cfg(&b, &cb.b.cfg);
 	assert_int_equal(next_cmd(&p), CMD(SETUP_DATA_SOURCE));
 	cfg_init(&cs);
 	cfg_trigger(&cs, 1, 10000, "never", 10000);
 	cs.t.has_skip_probability = true;
 	cs.t.skip_probability = 1.0;
-	th_cons_enable_cfg(&s, &cs.tc);
+	th_cons_enable_cfg(&s, &cs.b.cfg);
 	assert_int_equal(next_cmd(&p), CMD(SETUP_DATA_SOURCE));
 	activate(&p, "once");
 	activate(&p, "never");
@@ -250,13 +232,13 @@ static void test_periodic_flush_and_clear(void **state)
 	th_prod_connect_ex(&p, &t, "prod", "ds", &o);
 	th_cons_connect(&c, &t);
 	cfg_init(&cf);
-	cf.tc.has_flush_period_ms = true;
-	cf.tc.flush_period_ms = 100;
+	cf.b.cfg.has_flush_period_ms = true;
+	cf.b.cfg.flush_period_ms = 100;
 	perfetto__protos__trace_config__incremental_state_config__init(&cf.inc);
 	cf.inc.has_clear_period_ms = true;
 	cf.inc.clear_period_ms = 100;
-	cf.tc.incremental_state_config = &cf.inc;
-	th_cons_enable_cfg(&c, &cf.tc);
+	cf.b.cfg.incremental_state_config = &cf.inc;
+	th_cons_enable_cfg(&c, &cf.b.cfg);
 	while (next_cmd(&p) != CMD(START_DATA_SOURCE))
 		;
 	while (flushes < 3 || clears < 3) {
