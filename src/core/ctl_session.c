@@ -1401,7 +1401,6 @@ out:
 void ctl_enable_finish(struct ctl *ctl, struct ctl_session *s)
 {
 	int mode = s->trigger_mode;
-
 	bool zstd_only;
 
 	spn_log_info("ctl", "session %llu enabled by uid %u (%u buffers)",
